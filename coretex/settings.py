@@ -1,0 +1,123 @@
+"""Process settings, read once from ``CORETEX_*`` environment variables.
+
+Every process (gateway, kernel, control worker, beat, pack workers, coretexctl) builds one
+:class:`Settings` with :func:`load_settings` and passes it down; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from coretex.errors import ConfigError
+
+_NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_KERNEL_ADDR = "127.0.0.1:50051"
+DEFAULT_GATEWAY_ADDR = "127.0.0.1:8080"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    """State store (and default broker): ``CORETEX_REDIS_URL``."""
+    broker_url: str
+    """Celery broker: ``CORETEX_BROKER_URL``, defaulting to the Redis URL (amqp:// works too)."""
+    namespace: str
+    """Prefix of every Redis key and Celery queue of this deployment: ``CORETEX_NAMESPACE``."""
+    kernel_addr: str
+    """host:port of the safety kernel gRPC server: ``CORETEX_KERNEL_ADDR``."""
+    gateway_addr: str
+    """host:port the gateway listens on: ``CORETEX_GATEWAY_ADDR``."""
+    config_dir: Path
+    """Folder holding pools.yaml, timeouts.yaml, system.yaml: ``CORETEX_CONFIG_DIR``."""
+    policies_dir: Path
+    """Folder of base policy bundles (*.yaml): ``CORETEX_POLICIES_DIR``."""
+    kernel_timeout_s: float
+    """Deadline of one kernel Check call; past it the caller fails closed: ``CORETEX_KERNEL_TIMEOUT``."""
+    api_keys_file: Path | None
+    """YAML file of API key hashes, tenants and roles: ``CORETEX_API_KEYS_FILE``."""
+    max_input_bytes: int
+    """Largest accepted job input (canonical JSON bytes): ``CORETEX_MAX_INPUT_BYTES``."""
+    result_ttl_s: int
+    """How long ctx:/res: pointers and job records live: ``CORETEX_RESULT_TTL``."""
+    sender_id: str
+    """CAP ``sender_id`` this process stamps on the packets it emits: ``CORETEX_SENDER_ID``."""
+
+    @property
+    def control_queue(self) -> str:
+        return f"{self.namespace}.control"
+
+    def pool_queue(self, pool: str) -> str:
+        return f"{self.namespace}.pool.{pool}"
+
+
+def _repo_default(name: str) -> Path:
+    here = Path.cwd() / name
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parent.parent / name
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+    return value
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Build settings from the environment; raise :class:`ConfigError` naming the bad variable."""
+    env = dict(os.environ if environ is None else environ)
+    redis_url = env.get("CORETEX_REDIS_URL") or DEFAULT_REDIS_URL
+    namespace = env.get("CORETEX_NAMESPACE") or "coretex"
+    if not _NAMESPACE_RE.match(namespace):
+        raise ConfigError(
+            f"CORETEX_NAMESPACE must match {_NAMESPACE_RE.pattern} (lowercase, no ':' or '.'), got {namespace!r}"
+        )
+    keys_file = env.get("CORETEX_API_KEYS_FILE")
+    return Settings(
+        redis_url=redis_url,
+        broker_url=env.get("CORETEX_BROKER_URL") or redis_url,
+        namespace=namespace,
+        kernel_addr=env.get("CORETEX_KERNEL_ADDR") or DEFAULT_KERNEL_ADDR,
+        gateway_addr=env.get("CORETEX_GATEWAY_ADDR") or DEFAULT_GATEWAY_ADDR,
+        config_dir=Path(env["CORETEX_CONFIG_DIR"]) if env.get("CORETEX_CONFIG_DIR") else _repo_default("config"),
+        policies_dir=(
+            Path(env["CORETEX_POLICIES_DIR"]) if env.get("CORETEX_POLICIES_DIR") else _repo_default("policies")
+        ),
+        kernel_timeout_s=_float(env, "CORETEX_KERNEL_TIMEOUT", 2.0),
+        api_keys_file=Path(keys_file) if keys_file else None,
+        max_input_bytes=_int(env, "CORETEX_MAX_INPUT_BYTES", 256 * 1024),
+        result_ttl_s=_int(env, "CORETEX_RESULT_TTL", 7 * 24 * 3600),
+        sender_id=env.get("CORETEX_SENDER_ID") or f"coretex-{os.uname().nodename}-{os.getpid()}",
+    )
+
+
+def parse_listen(addr: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[::1]:PORT`` for IPv6) and check the port."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"expected HOST:PORT, got {addr!r}")
+    return host.strip("[]"), int(port)
