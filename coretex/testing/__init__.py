@@ -1,12 +1,14 @@
 """Test helpers shipped for pack authors and used by Coretex's own suite.
 
 - :class:`RedisServer` starts a throwaway ``redis-server`` on a free port.
+- :class:`ProcessStack` runs Coretex processes (kernel, control worker, pack workers) in the
+  background with their own logs, and stops their whole process groups.
 - :func:`eventually` polls a condition with a deadline instead of sleeping.
-- :func:`free_port` finds a free TCP port on loopback.
 """
 
-from coretex.testing._process import free_port, wait_for_port
+from coretex.processes import free_port, port_open, wait_for_port
 from coretex.testing._redis import RedisServer
+from coretex.testing._stack import ProcessStack
 from coretex.testing._wait import eventually
 
-__all__ = ["RedisServer", "eventually", "free_port", "wait_for_port"]
+__all__ = ["ProcessStack", "RedisServer", "eventually", "free_port", "port_open", "wait_for_port"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from coretex.testing._process import free_port, wait_for_port
+from coretex.processes import free_port, wait_for_port
 
 
 class RedisServer:

@@ -1,0 +1,3 @@
+from coretex.cli.main import main
+
+main()

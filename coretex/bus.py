@@ -1,0 +1,75 @@
+"""CAP packets on Celery queues.
+
+The body of every Coretex job message on the broker is exactly a serialized CAP ``BusPacket``
+(content type ``application/x-cap+protobuf``), so a consumer in any language decodes it with the
+CAP ``.proto`` files alone. Celery's task protocol 2 keeps the task name, id and routing in the
+message headers; the kombu serializer registered here maps Celery's ``(args, kwargs, embed)``
+body to and from the packet bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu.serialization import register
+
+from coretex.agent.v1 import buspacket_pb2
+from coretex.errors import EnvelopeError
+from coretex.protocol.envelope import CONTENT_TYPE, encode_packet, payload_kind
+
+SERIALIZER = "cap"
+
+DISPATCH_TASK = "coretex.scheduler.dispatch"
+"""Control queue: a submitted ``BusPacket{job_request}`` enters the dispatch pipeline."""
+RESULT_TASK = "coretex.scheduler.apply_result"
+"""Control queue: a worker's ``BusPacket{job_result}`` is applied to the job record."""
+EXECUTE_TASK = "coretex.job.execute"
+"""Pool queues: a dispatched ``BusPacket{job_request}`` is run by a pack worker."""
+TICK_TASK = "coretex.tick"
+"""Control queue, from beat: timers, leases, outbox and retention housekeeping."""
+
+_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def _encode(body: Any) -> bytes:
+    try:
+        args, kwargs, _embed = body
+    except (TypeError, ValueError) as exc:
+        raise EnvelopeError("the cap serializer only carries Celery protocol-2 task bodies") from exc
+    if kwargs or len(args) != 1 or not isinstance(args[0], bytes | bytearray):
+        raise EnvelopeError("a cap message carries exactly one argument: the serialized BusPacket")
+    return bytes(args[0])
+
+
+def _decode(data: bytes | str) -> tuple[tuple[bytes], dict[str, Any], dict[str, Any]]:
+    # Validation happens in the task, where a bad packet can be dead-lettered with a reason.
+    raw = data.encode("latin-1") if isinstance(data, str) else bytes(data)
+    return (raw,), {}, dict(_EMBED)
+
+
+def register_serializer() -> None:
+    """Register the ``cap`` serializer with kombu (idempotent)."""
+    register(  # type: ignore[no-untyped-call]
+        SERIALIZER, _encode, _decode, content_type=CONTENT_TYPE, content_encoding="binary")
+
+
+def send_packet(app: Celery, task: str, packet: buspacket_pb2.BusPacket, *, queue: str) -> None:
+    """Publish ``packet`` as the whole body of a ``task`` message on ``queue``."""
+    data = encode_packet(packet)
+    kind = payload_kind(packet)
+    job_id = getattr(packet, kind).job_id if kind in {"job_request", "job_result"} else ""
+    app.send_task(
+        task,
+        args=(data,),
+        queue=queue,
+        serializer=SERIALIZER,
+        # Shown by Flower and logs instead of the packet bytes: ids only, never payloads.
+        argsrepr=f"<BusPacket {kind} job_id={job_id} trace_id={packet.trace_id}>",
+        kwargsrepr="{}",
+    )
+
+
+def register_task(app: Celery, name: str, func: Any) -> None:
+    """Register ``func`` as task ``name`` on ``app`` (results ignored: our job records are the result)."""
+    app.task(name=name, ignore_result=True)(func)

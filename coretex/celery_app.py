@@ -1,0 +1,46 @@
+"""The one explicit Celery app of Coretex (never ``shared_task`` or ``current_app``).
+
+``celery -A coretex.celery_app worker -Q <ns>.control`` runs the control tasks; pack workers run
+through ``coretex worker``, which uses the same app on their pool queue.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+import celeryconfig
+from coretex.bus import register_serializer
+from coretex.scheduler.tasks import register_control_tasks
+from coretex.sdk._runtime import register_execute_task
+from coretex.services import Services
+from coretex.settings import Settings, load_settings
+
+
+class ProcessServices:
+    """Hands each process (and each forked pool child) its own :class:`Services`."""
+
+    def __init__(self, settings: Settings, app: Celery) -> None:
+        self._settings = settings
+        self._app = app
+        self._services: Services | None = None
+
+    def __call__(self) -> Services:
+        if self._services is None or self._services.pid != os.getpid():
+            self._services = Services(self._settings, self._app)
+        return self._services
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or load_settings()
+    register_serializer()
+    celery = Celery("coretex", set_as_current=False)
+    celery.conf.update(celeryconfig.from_settings(settings))
+    services = ProcessServices(settings, celery)
+    register_control_tasks(celery, services)
+    register_execute_task(celery, services)
+    return celery
+
+
+app = create_app()

@@ -1,0 +1,1 @@
+"""Command lines: ``coretex`` runs the platform's processes, ``coretexctl`` operates it."""

@@ -1,0 +1,162 @@
+"""``coretexctl``: operate a Coretex deployment through its REST gateway.
+
+Exit codes: 0 success, 1 the API refused or the job did not succeed, 2 usage error (click),
+3 the gateway could not be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from coretex.cli.stack import gateway_base
+
+TERMINAL = {"SUCCEEDED", "FAILED", "DENIED", "CANCELLED", "TIMEOUT"}
+
+
+class ApiError(click.ClickException):
+    exit_code = 1
+
+
+class Unreachable(click.ClickException):
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class Client:
+    base: str
+    key: str
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base.rstrip("/") + path, data=data, method=method)
+        request.add_header("Authorization", f"Bearer {self.key}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            problem = json.loads(exc.read() or b"{}")
+            detail = problem.get("detail") or problem.get("title") or exc.reason
+            errors = problem.get("errors")
+            raise ApiError(f"{exc.code}: {detail}" + (f" {json.dumps(errors)}" if errors else "")) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise Unreachable(f"cannot reach the gateway at {self.base}: {exc}") from exc
+
+
+@dataclass
+class Options:
+    client: Client
+    output: str
+    console: Console
+
+
+def _emit(opts: Options, data: Any, table: Table | None = None) -> None:
+    if opts.output == "json" or table is None:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        opts.console.print(table)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--gateway", envvar="CORETEX_GATEWAY_URL", help="Gateway base URL (default: the local stack).")
+@click.option("--api-key", envvar="CORETEX_API_KEY", help="API key (default: .coretex/api-key of `make up`).")
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def main(ctx: click.Context, gateway: str | None, api_key: str | None, output: str) -> None:
+    """Operate Coretex: submit and inspect jobs, check status."""
+    local = gateway_base(Path(".coretex"))
+    base = gateway or (local[0] if local else "http://127.0.0.1:8080")
+    key = api_key or (local[1] if local else "")
+    ctx.obj = Options(Client(base, key), output, Console())
+
+
+@main.group()
+def jobs() -> None:
+    """Submit and inspect jobs."""
+
+
+@jobs.command("submit")
+@click.argument("topic")
+@click.option("--input", "input_json", default="{}", show_default=True, help="Job input as JSON.")
+@click.option("--idempotency-key", default="", help="Deduplicate submissions with the same key.")
+@click.option("--wait/--no-wait", default=False, help="Wait until the job ends.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait with --wait.")
+@click.pass_obj
+def submit(opts: Options, topic: str, input_json: str, idempotency_key: str, wait: bool, timeout: float) -> None:
+    """Submit a job on TOPIC."""
+    try:
+        payload = json.loads(input_json)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from exc
+    body: dict[str, Any] = {"topic": topic, "input": payload}
+    if idempotency_key:
+        body["idempotency_key"] = idempotency_key
+    receipt = opts.client.call("POST", "/api/v1/jobs", body)
+    if not wait:
+        _emit(opts, receipt, _kv_table("job", receipt))
+        return
+    job = _wait(opts, receipt["job_id"], timeout)
+    _emit(opts, job, _kv_table("job", job))
+    if job.get("state") != "SUCCEEDED":
+        sys.exit(1)
+
+
+@jobs.command("get")
+@click.argument("job_id")
+@click.pass_obj
+def get(opts: Options, job_id: str) -> None:
+    """Show one job with its decision and result."""
+    job = opts.client.call("GET", f"/api/v1/jobs/{job_id}")
+    _emit(opts, job, _kv_table("job", job))
+
+
+@main.command()
+@click.pass_obj
+def status(opts: Options) -> None:
+    """Health of Redis, the kernel and beat, and the configured pools."""
+    data = opts.client.call("GET", "/api/v1/status")
+    table = Table(title=f"coretex {data.get('version', '')} namespace {data.get('namespace', '')}")
+    table.add_column("component")
+    table.add_column("ok")
+    table.add_column("detail")
+    for name, info in sorted(data.get("components", {}).items()):
+        detail = {k: v for k, v in info.items() if k != "ok"}
+        table.add_row(name, "yes" if info.get("ok") else "[red]no[/red]", json.dumps(detail))
+    _emit(opts, data, table)
+
+
+def _wait(opts: Options, job_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    with opts.console.status(f"waiting for job {job_id}"):
+        while True:
+            job: dict[str, Any] = opts.client.call("GET", f"/api/v1/jobs/{job_id}")
+            if job.get("state") in TERMINAL:
+                return job
+            if time.monotonic() > deadline:
+                raise ApiError(f"job {job_id} still {job.get('state')} after {timeout:.0f}s")
+            time.sleep(0.2)
+
+
+def _kv_table(title: str, data: dict[str, Any]) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in data.items():
+        table.add_row(key, value if isinstance(value, str) else json.dumps(value))
+    return table
+
+
+if __name__ == "__main__":
+    main()

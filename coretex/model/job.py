@@ -1,0 +1,105 @@
+"""A job's identity, metadata and lifecycle.
+
+The lifecycle is CAP's (spec section 4.3) plus APPROVAL_REQUIRED for jobs parked by policy:
+
+    PENDING ─► SCHEDULED ─► DISPATCHED ─► RUNNING ─► SUCCEEDED | FAILED | TIMEOUT
+       │           ├─► DENIED      └──────────► (any terminal)
+       │           └─► APPROVAL_REQUIRED ─► SCHEDULED | DENIED
+       └─► FAILED (no pool, bad input)
+    any non-terminal ─► CANCELLED
+
+Backward moves are refused; repeating the current state is an idempotent no-op.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class JobState(enum.StrEnum):
+    PENDING = "PENDING"
+    APPROVAL_REQUIRED = "APPROVAL_REQUIRED"
+    SCHEDULED = "SCHEDULED"
+    DISPATCHED = "DISPATCHED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    DENIED = "DENIED"
+    TIMEOUT = "TIMEOUT"
+
+
+TERMINAL_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.DENIED, JobState.TIMEOUT}
+)
+
+_S = JobState
+_FORWARD: dict[JobState, frozenset[JobState]] = {
+    _S.PENDING: frozenset({_S.SCHEDULED, _S.FAILED, _S.DENIED}),
+    _S.SCHEDULED: frozenset({_S.APPROVAL_REQUIRED, _S.DISPATCHED, _S.DENIED, _S.FAILED}),
+    _S.APPROVAL_REQUIRED: frozenset({_S.SCHEDULED, _S.DENIED}),
+    _S.DISPATCHED: frozenset({_S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.TIMEOUT}),
+    _S.RUNNING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.TIMEOUT}),
+}
+
+
+def can_transition(current: JobState, target: JobState) -> bool:
+    """Whether ``current -> target`` is a legal move (staying put is legal and idempotent)."""
+    if current == target:
+        return True
+    if current in TERMINAL_STATES:
+        return False
+    if target == JobState.CANCELLED:
+        return True
+    return target in _FORWARD.get(current, frozenset())
+
+
+def sources_of(target: JobState) -> frozenset[JobState]:
+    """Every state from which ``target`` may be entered (excluding ``target`` itself)."""
+    return frozenset(s for s in JobState if s != target and can_transition(s, target))
+
+
+@dataclass(frozen=True)
+class JobMeta:
+    """CAP ``JobMetadata``: who asks, for what capability, with which risks and requirements."""
+
+    tenant_id: str = "default"
+    actor_id: str = ""
+    actor_type: str = "service"
+    idempotency_key: str = ""
+    capability: str = ""
+    risk_tags: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    pack_id: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What the store knows about one job; the gateway's job view is built from it."""
+
+    job_id: str
+    topic: str
+    tenant_id: str
+    state: JobState
+    trace_id: str
+    context_ptr: str
+    created_at: float
+    updated_at: float
+    meta: JobMeta
+    decision: str = ""
+    rule_id: str = ""
+    reason: str = ""
+    policy_snapshot: str = ""
+    pool: str = ""
+    result_ptr: str = ""
+    error_code: str = ""
+    error_message: str = ""
+    attempts: int = 0
+    worker_id: str = ""
+    execution_ms: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES

@@ -1,0 +1,1 @@
+"""Scheduling: submit, the dispatch pipeline (policy -> routing -> publish), results and the DLQ."""

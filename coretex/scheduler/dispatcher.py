@@ -1,0 +1,85 @@
+"""Drive one submitted job through the pipeline and record how it ended.
+
+At-least-once: a redelivered submit packet for a job that already left SCHEDULED is ignored, so
+the pipeline's effects (DLQ entries, publishes) happen once per job in the normal case; a crash
+between publish and the DISPATCHED write may publish twice, which the result path tolerates.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from coretex.agent.v1 import buspacket_pb2
+from coretex.bus import EXECUTE_TASK, send_packet
+from coretex.model.dlq import DLQEntry
+from coretex.model.job import JobRecord, JobState
+from coretex.scheduler.pipeline import Dispatch, PolicyCheck, Routing, Stage, Verdict, run_stages
+from coretex.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def default_stages(services: Services) -> list[Stage]:
+    return [PolicyCheck(services.kernel.check), Routing(services.router.route)]
+
+
+def dispatch_job(services: Services, packet: buspacket_pb2.BusPacket) -> JobState:
+    """Run the pipeline for a submitted job; return the state it was left in."""
+    request = packet.job_request
+    record = services.jobs.get(request.job_id)
+    if record.state not in (JobState.PENDING, JobState.SCHEDULED):
+        log.info("job %s already %s; ignoring redelivered submit", record.job_id, record.state.value)
+        return record.state
+    services.jobs.transition(record.job_id, JobState.SCHEDULED, note="accepted by scheduler")
+    dispatch = Dispatch(record=record, request=request)
+    verdict = run_stages(default_stages(services), dispatch)
+    if verdict is not None:
+        return stop_job(services, dispatch, verdict)
+    return publish(services, dispatch, packet)
+
+
+def publish(services: Services, dispatch: Dispatch, packet: buspacket_pb2.BusPacket) -> JobState:
+    """Record DISPATCHED, then send: a fast worker must never find the job still SCHEDULED."""
+    job_id = dispatch.record.job_id
+    services.jobs.increment_attempts(job_id)
+    services.jobs.transition(
+        job_id, JobState.DISPATCHED, note=f"sent to pool {dispatch.pool}",
+        pool=dispatch.pool, **dispatch.decision_fields(),
+    )
+    try:
+        send_packet(services.app, EXECUTE_TASK, packet, queue=services.settings.pool_queue(dispatch.pool))
+    except Exception as exc:  # kombu raises many types; any of them means "not sent"
+        message = f"could not publish to pool {dispatch.pool}: {exc}"
+        services.jobs.transition(job_id, JobState.FAILED, note="broker_unavailable",
+                                 error_code="broker_unavailable", error_message=message)
+        dead_letter(services, services.jobs.get(job_id), JobState.DISPATCHED, "broker_unavailable", message)
+        return JobState.FAILED
+    return JobState.DISPATCHED
+
+
+def stop_job(services: Services, dispatch: Dispatch, verdict: Verdict) -> JobState:
+    record = dispatch.record
+    services.jobs.transition(
+        record.job_id, verdict.state, note=verdict.error_code,
+        error_code=verdict.error_code, error_message=verdict.error_message, **dispatch.decision_fields(),
+    )
+    if verdict.dead_letter:
+        dead_letter(services, services.jobs.get(record.job_id), JobState.SCHEDULED,
+                    verdict.error_code, verdict.error_message)
+    return verdict.state
+
+
+def dead_letter(services: Services, record: JobRecord, last_state: JobState, code: str, message: str) -> None:
+    services.dlq.add(
+        DLQEntry(
+            job_id=record.job_id,
+            topic=record.topic,
+            tenant_id=record.tenant_id,
+            error_code=code,
+            error_message=message,
+            last_state=last_state.value,
+            attempts=record.attempts,
+            created_at=time.time(),
+        )
+    )

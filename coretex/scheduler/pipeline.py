@@ -1,0 +1,111 @@
+"""The dispatch pipeline: a chain of small stages every job passes before it may run.
+
+    policy check (kernel) -> routing -> publish
+
+Each stage looks at a :class:`Dispatch` and either lets it through (returns ``None``, possibly
+after recording what it decided on it) or stops it with a :class:`Verdict` saying how the job
+ends and why. A new cross-cutting concern (secret detection, constraints, budgets, quotas) is a
+new stage in :func:`default_stages`, never an ``if`` in the scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from coretex.agent.v1 import job_pb2, safety_pb2
+from coretex.errors import KernelUnavailableError, RoutingError
+from coretex.model.job import JobRecord, JobState
+from coretex.scheduler.packets import policy_request
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Dispatch:
+    """One job on its way through the pipeline; stages fill in what they decided."""
+
+    record: JobRecord
+    request: job_pb2.JobRequest
+    decision: str = ""
+    rule_id: str = ""
+    reason: str = ""
+    policy_snapshot: str = ""
+    pool: str = ""
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def decision_fields(self) -> dict[str, str]:
+        return {
+            "decision": self.decision,
+            "rule_id": self.rule_id,
+            "reason": self.reason,
+            "policy_snapshot": self.policy_snapshot,
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How a stopped job ends: its terminal state, error code and message, and whether to DLQ it."""
+
+    state: JobState
+    error_code: str
+    error_message: str
+    dead_letter: bool = True
+
+
+class Stage(Protocol):
+    name: str
+
+    def __call__(self, dispatch: Dispatch) -> Verdict | None: ...
+
+
+class PolicyCheck:
+    """Ask the safety kernel. Unreachable kernel => DENIED (fail closed), never allowed."""
+
+    name = "policy"
+
+    def __init__(self, check: Callable[[safety_pb2.PolicyCheckRequest], safety_pb2.PolicyCheckResponse]):
+        self._check = check
+
+    def __call__(self, dispatch: Dispatch) -> Verdict | None:
+        try:
+            response = self._check(policy_request(dispatch.request))
+        except KernelUnavailableError as exc:
+            dispatch.decision, dispatch.reason = "DENY", str(exc)
+            return Verdict(JobState.DENIED, KernelUnavailableError.code, str(exc))
+        dispatch.decision = safety_pb2.DecisionType.Name(response.decision).removeprefix("DECISION_TYPE_")
+        dispatch.rule_id, dispatch.reason = response.rule_id, response.reason
+        dispatch.policy_snapshot = response.policy_snapshot
+        if response.decision in (safety_pb2.DECISION_TYPE_ALLOW, safety_pb2.DECISION_TYPE_ALLOW_WITH_CONSTRAINTS):
+            return None
+        # REQUIRE_HUMAN and THROTTLE arrive with approvals and backpressure; until then they
+        # must not run, so they are refused like a deny, with the kernel's own reason.
+        return Verdict(JobState.DENIED, "safety_denied", f"{dispatch.decision}: {response.reason}")
+
+
+class Routing:
+    """Pick the pool from config; no mapping => FAILED with ``no_pool_mapping``."""
+
+    name = "routing"
+
+    def __init__(self, route: Callable[[str, Sequence[str]], str]) -> None:
+        self._route = route
+
+    def __call__(self, dispatch: Dispatch) -> Verdict | None:
+        try:
+            dispatch.pool = self._route(dispatch.request.topic, list(dispatch.request.meta.requires))
+        except RoutingError as exc:
+            return Verdict(JobState.FAILED, RoutingError.code, str(exc))
+        return None
+
+
+def run_stages(stages: Sequence[Stage], dispatch: Dispatch) -> Verdict | None:
+    for stage in stages:
+        verdict = stage(dispatch)
+        if verdict is not None:
+            log.info("job %s stopped at %s: %s %s", dispatch.record.job_id, stage.name,
+                     verdict.state.value, verdict.error_code)
+            return verdict
+    return None

@@ -1,0 +1,121 @@
+"""Topic -> pool routing, purely from config (``config/pools.yaml``).
+
+    pools:
+      echo: {requires: [], description: "..."}
+    topics:
+      job.echo: echo            # or a list of pools; keys may be globs such as job.sre.*
+
+An exact topic beats a glob; among globs the longest pattern wins. A job's ``requires`` must be
+a subset of the pool's ``requires`` (its capabilities). No mapping, or no capable pool, raises
+:class:`RoutingError` (error code ``no_pool_mapping``) with a message saying which.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from coretex.errors import ConfigError, RoutingError
+
+_POOL_NAME = "^[a-z0-9][a-z0-9_-]{0,62}$"
+POOLS_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["pools", "topics"],
+    "properties": {
+        "pools": {
+            "type": "object",
+            "propertyNames": {"pattern": _POOL_NAME},
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "requires": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                    "description": {"type": "string"},
+                },
+            },
+        },
+        "topics": {
+            "type": "object",
+            "additionalProperties": {
+                "oneOf": [
+                    {"type": "string", "pattern": _POOL_NAME},
+                    {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": _POOL_NAME}},
+                ]
+            },
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    capabilities: frozenset[str]
+
+
+class PoolRouter:
+    def __init__(self, pools: Mapping[str, Pool], topics: Mapping[str, tuple[str, ...]]) -> None:
+        self.pools = dict(pools)
+        self._exact = {t: p for t, p in topics.items() if not _is_glob(t)}
+        self._globs = sorted(((t, p) for t, p in topics.items() if _is_glob(t)), key=lambda tp: -len(tp[0]))
+
+    @classmethod
+    def from_config(cls, doc: Any, source: str = "pools config") -> PoolRouter:
+        errors = sorted(jsonschema.Draft202012Validator(POOLS_SCHEMA).iter_errors(doc), key=str)
+        if errors:
+            where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
+            raise ConfigError(f"{source}: {where}: {errors[0].message}")
+        pools = {
+            name: Pool(name, frozenset((spec or {}).get("requires", ())))
+            for name, spec in doc["pools"].items()
+        }
+        topics: dict[str, tuple[str, ...]] = {}
+        for topic, target in doc["topics"].items():
+            names = (target,) if isinstance(target, str) else tuple(target)
+            unknown = [n for n in names if n not in pools]
+            if unknown:
+                raise ConfigError(f"{source}: topics/{topic}: unknown pool {unknown[0]!r}")
+            topics[topic] = names
+        return cls(pools, topics)
+
+    @classmethod
+    def from_file(cls, path: Path) -> PoolRouter:
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        return cls.from_config(doc, str(path))
+
+    def candidates(self, topic: str) -> tuple[str, ...]:
+        if topic in self._exact:
+            return self._exact[topic]
+        for pattern, pools in self._globs:
+            if fnmatch.fnmatchcase(topic, pattern):
+                return pools
+        return ()
+
+    def route(self, topic: str, requires: Iterable[str] = ()) -> str:
+        """The pool for ``topic`` whose capabilities cover ``requires``; first listed wins."""
+        needed = frozenset(requires)
+        candidates = self.candidates(topic)
+        if not candidates:
+            raise RoutingError(f"no pool is mapped to topic {topic!r}")
+        for name in candidates:
+            if needed <= self.pools[name].capabilities:
+                return name
+        raise RoutingError(
+            f"no pool mapped to topic {topic!r} provides {sorted(needed)} "
+            f"(candidates: {', '.join(candidates)})"
+        )
+
+
+def _is_glob(topic: str) -> bool:
+    return any(c in topic for c in "*?[")

@@ -1,0 +1,70 @@
+"""Submit a job: store its input behind a ctx: pointer, create the PENDING record (deduplicated
+by the tenant's idempotency key) and hand a ``BusPacket{job_request}`` to the scheduler.
+
+This is the one entry point for every job, whoever submits it (gateway, coretexctl, tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+from coretex.bus import DISPATCH_TASK, send_packet
+from coretex.errors import StoreError
+from coretex.model.job import JobMeta, JobRecord, JobState
+from coretex.scheduler.packets import job_request_packet
+from coretex.services import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    topic: str
+    input: Any
+    meta: JobMeta
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True)
+class SubmitReceipt:
+    job_id: str
+    trace_id: str
+    created: bool
+    """False when the idempotency key matched an earlier job, whose ids are returned instead."""
+
+
+def submit_job(services: Services, request: SubmitRequest) -> SubmitReceipt:
+    job_id = str(uuid.uuid4())
+    trace_id = uuid.uuid4().hex
+    tenant = request.meta.tenant_id
+    idem_key = request.idempotency_key or request.meta.idempotency_key
+    context = services.pointers.put_context(job_id, tenant, request.input)
+    now = time.time()
+    record = JobRecord(
+        job_id=job_id,
+        topic=request.topic,
+        tenant_id=tenant,
+        state=JobState.PENDING,
+        trace_id=trace_id,
+        context_ptr=context.uri,
+        created_at=now,
+        updated_at=now,
+        meta=replace(request.meta, idempotency_key=idem_key),
+    )
+    owner, created = services.jobs.create(record, idempotency_key=idem_key)
+    if not created:
+        original = services.jobs.get(owner)
+        return SubmitReceipt(original.job_id, original.trace_id, created=False)
+    try:
+        packet = job_request_packet(record, sender_id=services.settings.sender_id)
+        send_packet(services.app, DISPATCH_TASK, packet, queue=services.settings.control_queue)
+    except Exception as exc:
+        # The broker refused: end the job visibly rather than leave a PENDING ghost.
+        services.jobs.transition(job_id, JobState.FAILED, note="broker_unavailable",
+                                 error_code="broker_unavailable", error_message=str(exc))
+        raise StoreError(f"could not hand job {job_id} to the scheduler: {exc}") from exc
+    return SubmitReceipt(job_id, trace_id, created=True)

@@ -1,0 +1,50 @@
+"""Celery tasks of the control queue: dispatch submitted jobs, apply results, tick."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from celery import Celery
+
+from coretex.bus import DISPATCH_TASK, RESULT_TASK, TICK_TASK, register_task
+from coretex.errors import EnvelopeError, NotFoundError
+from coretex.protocol.envelope import decode_packet
+from coretex.scheduler.dispatcher import dispatch_job
+from coretex.scheduler.results import apply_result
+from coretex.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def register_control_tasks(app: Celery, services: Callable[[], Services]) -> None:
+    """Register the control tasks on ``app``; ``services()`` returns this process's Services."""
+
+    def dispatch(data: bytes) -> None:
+        try:
+            packet = decode_packet(data, expect="job_request")
+        except EnvelopeError as exc:
+            log.error("dropping undecodable submit packet: %s", exc)
+            return
+        try:
+            dispatch_job(services(), packet)
+        except NotFoundError:
+            log.error("submit packet for unknown job %s dropped", packet.job_request.job_id)
+
+    def result(data: bytes) -> None:
+        try:
+            packet = decode_packet(data, expect="job_result")
+        except EnvelopeError as exc:
+            log.error("dropping undecodable result packet: %s", exc)
+            return
+        apply_result(services(), packet.job_result)
+
+    def tick() -> None:
+        """Beat's heartbeat, shown by /api/v1/status; timers, leases and retention join it later."""
+        svc = services()
+        svc.redis.set(f"{svc.settings.namespace}:beat:last_tick", repr(time.time()), ex=60)
+
+    register_task(app, DISPATCH_TASK, dispatch)
+    register_task(app, RESULT_TASK, result)
+    register_task(app, TICK_TASK, tick)

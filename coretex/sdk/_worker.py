@@ -1,0 +1,107 @@
+"""The :class:`Worker` object pack authors declare, and how one job runs on it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from coretex.agent.v1 import buspacket_pb2, job_pb2
+from coretex.bus import RESULT_TASK, send_packet
+from coretex.errors import CoretexError, IllegalTransitionError, NotFoundError
+from coretex.model.job import JobMeta, JobState
+from coretex.protocol.envelope import new_packet
+from coretex.sdk._context import JobContext
+from coretex.services import Services
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[JobContext], Any]
+
+
+class HandlerError(CoretexError):
+    """Raise from a handler to fail the job with a machine-readable ``error_code``."""
+
+    def __init__(self, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = error_code
+
+
+class Worker:
+    def __init__(self, pool: str, *, worker_id: str | None = None) -> None:
+        self.pool = pool
+        self.worker_id = worker_id or f"{pool}@{socket.gethostname()}-{os.getpid()}"
+        self.handlers: dict[str, Handler] = {}
+
+    def handler(self, topic: str) -> Callable[[Handler], Handler]:
+        """Register the decorated function as the handler of ``topic``."""
+
+        def register(func: Handler) -> Handler:
+            if topic in self.handlers:
+                raise ValueError(f"topic {topic!r} already has a handler on pool {self.pool!r}")
+            self.handlers[topic] = func
+            return func
+
+        return register
+
+    def execute(self, services: Services, packet: buspacket_pb2.BusPacket) -> job_pb2.JobResult:
+        """Run one dispatched job and report its JobResult to the control plane."""
+        request = packet.job_request
+        started = time.monotonic()
+        try:
+            services.jobs.transition(request.job_id, JobState.RUNNING, note=f"picked up by {self.worker_id}",
+                                     worker_id=self.worker_id)
+        except (IllegalTransitionError, NotFoundError) as exc:
+            log.warning("job %s not run: %s", request.job_id, exc)
+            return job_pb2.JobResult(job_id=request.job_id, worker_id=self.worker_id)
+        result = self._run(services, request, packet.trace_id)
+        result.execution_ms = int((time.monotonic() - started) * 1000)
+        reply = new_packet(sender_id=self.worker_id, trace_id=packet.trace_id, job_result=result)
+        send_packet(services.app, RESULT_TASK, reply, queue=services.settings.control_queue)
+        return result
+
+    def _run(self, services: Services, request: job_pb2.JobRequest, trace_id: str) -> job_pb2.JobResult:
+        result = job_pb2.JobResult(job_id=request.job_id, worker_id=self.worker_id)
+        handler = self.handlers.get(request.topic)
+        if handler is None:
+            result.status = job_pb2.JOB_STATUS_FAILED
+            result.error_code = "no_handler"
+            result.error_message = f"pool {self.pool!r} has no handler for topic {request.topic!r}"
+            return result
+        tenant = request.tenant_id or request.meta.tenant_id
+        try:
+            job = JobContext(
+                job_id=request.job_id,
+                topic=request.topic,
+                trace_id=trace_id,
+                input=services.pointers.get_json(request.context_ptr, tenant),
+                meta=_meta(request.meta),
+            )
+            output = handler(job)
+            pointer = services.pointers.put_result(request.job_id, tenant, output)
+        except Exception as exc:  # a handler's failure is the job's failure, never the worker's
+            log.exception("job %s failed in handler", request.job_id)
+            result.status = job_pb2.JOB_STATUS_FAILED
+            result.error_code = getattr(exc, "code", "") or "handler_error"
+            result.error_message = f"{exc.__class__.__name__}: {exc}"
+            return result
+        result.status = job_pb2.JOB_STATUS_SUCCEEDED
+        result.result_ptr = pointer.uri
+        return result
+
+
+def _meta(meta: job_pb2.JobMetadata) -> JobMeta:
+    return JobMeta(
+        tenant_id=meta.tenant_id,
+        actor_id=meta.actor_id,
+        actor_type=job_pb2.ActorType.Name(meta.actor_type).removeprefix("ACTOR_TYPE_").lower(),
+        idempotency_key=meta.idempotency_key,
+        capability=meta.capability,
+        risk_tags=tuple(meta.risk_tags),
+        requires=tuple(meta.requires),
+        pack_id=meta.pack_id,
+        labels=dict(meta.labels),
+    )

@@ -1,0 +1,66 @@
+"""The wiring of one process: settings -> Redis client, stores, kernel client, router, Celery app.
+
+Built lazily and once per process id: Celery's prefork children get their own Redis connections
+and gRPC channel (neither may cross ``fork()``).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import redis
+
+from coretex.kernel.client import KernelClient
+from coretex.scheduler.routing import PoolRouter
+from coretex.settings import Settings
+from coretex.store import DLQStore, JobStore, PointerStore, connect
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+
+class Services:
+    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
+        self.settings = settings
+        self._app = app
+        self.pid = os.getpid()
+
+    @cached_property
+    def app(self) -> Celery:
+        if self._app is None:
+            from coretex.celery_app import create_app
+
+            self._app = create_app(self.settings)
+        return self._app
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return connect(self.settings)
+
+    @cached_property
+    def jobs(self) -> JobStore:
+        return JobStore(self.redis, self.settings)
+
+    @cached_property
+    def pointers(self) -> PointerStore:
+        return PointerStore(self.redis, self.settings)
+
+    @cached_property
+    def dlq(self) -> DLQStore:
+        return DLQStore(self.redis, self.settings)
+
+    @cached_property
+    def kernel(self) -> KernelClient:
+        return KernelClient(self.settings.kernel_addr, self.settings.kernel_timeout_s)
+
+    @cached_property
+    def router(self) -> PoolRouter:
+        return PoolRouter.from_file(self.settings.config_dir / "pools.yaml")
+
+    def close(self) -> None:
+        if "kernel" in self.__dict__:
+            self.kernel.close()
+        if "redis" in self.__dict__:
+            self.redis.close()

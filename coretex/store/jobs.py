@@ -1,0 +1,156 @@
+"""Job records and their lifecycle in Redis.
+
+Keys:
+    <ns>:job:<job_id>            hash    the record (fields of JobRecord; ``meta`` as JSON; ``version``)
+    <ns>:job:<job_id>:events     stream  append-only history: from, to, at, reason (MAXLEN ~1000)
+    <ns>:idem:<tenant>:<key>     string  job id owning an idempotency key, for the dedupe window
+
+Transitions run in ``lua/job_transition.lua``: the lifecycle check and the write are one atomic
+step, so two processes racing to move a job can never both win.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, fields
+from typing import Any, cast
+
+import redis
+
+from coretex.errors import IllegalTransitionError, NotFoundError, StoreError
+from coretex.model.job import JobMeta, JobRecord, JobState, sources_of
+from coretex.settings import Settings
+from coretex.store._redis import load_script, redis_errors
+
+HISTORY_MAXLEN = 1000
+DEFAULT_IDEMPOTENCY_WINDOW_S = 24 * 3600
+_INT_FIELDS = {f.name for f in fields(JobRecord) if f.type in ("int", int)}
+_FLOAT_FIELDS = {"created_at", "updated_at"}
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self._r = client
+        self._ns = settings.namespace
+        self._ttl = settings.result_ttl_s
+        self._create = load_script(client, "job_create")
+        self._transition = load_script(client, "job_transition")
+
+    def _key(self, job_id: str) -> str:
+        return f"{self._ns}:job:{job_id}"
+
+    def _events_key(self, job_id: str) -> str:
+        return f"{self._ns}:job:{job_id}:events"
+
+    def _idem_key(self, tenant_id: str, key: str) -> str:
+        return f"{self._ns}:idem:{tenant_id}:{key}"
+
+    def create(
+        self,
+        record: JobRecord,
+        *,
+        idempotency_key: str = "",
+        window_s: int = DEFAULT_IDEMPOTENCY_WINDOW_S,
+    ) -> tuple[str, bool]:
+        """Store a new PENDING record; return ``(job_id, created)``.
+
+        With an idempotency key already used by the same tenant inside the window, nothing is
+        written and the first job's id comes back with ``created=False``.
+        """
+        idem = self._idem_key(record.tenant_id, idempotency_key) if idempotency_key else ""
+        with redis_errors(f"create job {record.job_id}"):
+            status, job_id = self._create(
+                keys=[self._key(record.job_id), self._events_key(record.job_id), idem],
+                args=[
+                    record.job_id,
+                    json.dumps(_encode(record)),
+                    self._ttl,
+                    window_s,
+                    repr(time.time()),
+                    HISTORY_MAXLEN,
+                ],
+            )
+        return str(job_id), status == "created"
+
+    def get(self, job_id: str) -> JobRecord:
+        with redis_errors(f"read job {job_id}"):
+            raw = cast(dict[str, str], self._r.hgetall(self._key(job_id)))
+        if not raw:
+            raise NotFoundError(f"job {job_id} not found")
+        return _decode(raw)
+
+    def transition(self, job_id: str, target: JobState, *, note: str = "", **changes: Any) -> bool:
+        """Move ``job_id`` to ``target`` with ``changes``; return False if it was already there.
+
+        ``note`` says why in the job's history; ``changes`` are record fields set with the move.
+
+        Raise :class:`IllegalTransitionError` when the lifecycle forbids the move (for example a
+        late result for a job that already timed out) and :class:`NotFoundError` for no job.
+        """
+        allowed = sorted(s.value for s in sources_of(target))
+        extra = {k: _encode_value(k, v) for k, v in changes.items()}
+        with redis_errors(f"move job {job_id} to {target}"):
+            status, current = self._transition(
+                keys=[self._key(job_id), self._events_key(job_id)],
+                args=[target.value, repr(time.time()), note, json.dumps(allowed), json.dumps(extra),
+                      HISTORY_MAXLEN],
+            )
+        if status == "missing":
+            raise NotFoundError(f"job {job_id} not found")
+        if status == "illegal":
+            raise IllegalTransitionError(f"job {job_id}: {current} -> {target.value} is not allowed")
+        return bool(status == "ok")
+
+    def increment_attempts(self, job_id: str) -> int:
+        with redis_errors(f"count attempt of job {job_id}"):
+            return int(self._r.hincrby(self._key(job_id), "attempts", 1))
+
+    def history(self, job_id: str) -> list[dict[str, str]]:
+        """The job's transitions, oldest first."""
+        with redis_errors(f"read history of job {job_id}"):
+            entries = cast(list[tuple[str, dict[str, str]]], self._r.xrange(self._events_key(job_id)))
+        return [dict(fields_) for _, fields_ in entries]
+
+
+def _encode_value(name: str, value: Any) -> str:
+    if isinstance(value, JobState):
+        return value.value
+    if isinstance(value, JobMeta):
+        return json.dumps(asdict(value), sort_keys=True)
+    if isinstance(value, float) and name in _FLOAT_FIELDS:
+        return repr(value)
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise StoreError(f"cannot store field {name}={value!r}")
+
+
+def _encode(record: JobRecord) -> dict[str, str]:
+    out = {f.name: _encode_value(f.name, getattr(record, f.name)) for f in fields(record)}
+    out["version"] = "1"
+    out["schema_version"] = "1"
+    return out
+
+
+def _decode(raw: dict[str, str]) -> JobRecord:
+    meta_raw = json.loads(raw.get("meta") or "{}")
+    meta = JobMeta(
+        **{
+            **meta_raw,
+            "risk_tags": tuple(meta_raw.get("risk_tags", ())),
+            "requires": tuple(meta_raw.get("requires", ())),
+        }
+    )
+    values: dict[str, Any] = {}
+    for f in fields(JobRecord):
+        if f.name == "meta":
+            values["meta"] = meta
+        elif f.name == "state":
+            values["state"] = JobState(raw["state"])
+        elif f.name in _FLOAT_FIELDS:
+            values[f.name] = float(raw.get(f.name) or 0.0)
+        elif f.name in _INT_FIELDS:
+            values[f.name] = int(raw.get(f.name) or 0)
+        elif f.name in raw:
+            values[f.name] = raw[f.name]
+    return JobRecord(**values)

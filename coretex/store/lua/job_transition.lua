@@ -1,0 +1,40 @@
+-- Move a job to a new state if, and only if, the lifecycle allows it from the current one.
+--
+-- KEYS[1]  <ns>:job:<job_id>          hash    the job record
+-- KEYS[2]  <ns>:job:<job_id>:events   stream  the job's append-only history
+-- ARGV[1]  target state
+-- ARGV[2]  now (seconds since epoch, as a string)
+-- ARGV[3]  reason recorded in the history
+-- ARGV[4]  JSON array of the states the target may be entered from
+-- ARGV[5]  JSON object of extra fields to set with the move (all values strings)
+-- ARGV[6]  history MAXLEN
+--
+-- Returns {"ok", previous} | {"same", current} | {"illegal", current} | {"missing", ""}.
+-- "same" applies nothing: a repeated result or a re-delivered message changes state once only.
+local current = redis.call("HGET", KEYS[1], "state")
+if not current then
+  return {"missing", ""}
+end
+if current == ARGV[1] then
+  return {"same", current}
+end
+local allowed = false
+for _, state in ipairs(cjson.decode(ARGV[4])) do
+  if state == current then
+    allowed = true
+    break
+  end
+end
+if not allowed then
+  return {"illegal", current}
+end
+local args = {"state", ARGV[1], "updated_at", ARGV[2]}
+for k, v in pairs(cjson.decode(ARGV[5])) do
+  args[#args + 1] = k
+  args[#args + 1] = v
+end
+redis.call("HSET", KEYS[1], unpack(args))
+redis.call("HINCRBY", KEYS[1], "version", 1)
+redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[6], "*",
+  "from", current, "to", ARGV[1], "at", ARGV[2], "reason", ARGV[3])
+return {"ok", current}

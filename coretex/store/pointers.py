@@ -1,0 +1,75 @@
+"""Context and result payloads behind CAP pointers (``redis://ctx:<id>``, ``redis://res:<id>``).
+
+Keys:
+    <ns>:ctx:<id>   hash  {tenant, content_type, sha256, size, data, created_at}   TTL result_ttl
+    <ns>:res:<id>   hash  same shape
+
+Pointers are immutable: the first write wins (``lua/put_once.lua``), so a job that runs twice
+cannot replace the result the control plane already applied. A pointer of another tenant reads
+as "not found": callers cannot tell it exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import redis
+
+from coretex.errors import NotFoundError
+from coretex.protocol.pointers import ContextPointer, ResultPointer, parse_pointer
+from coretex.settings import Settings
+from coretex.store._redis import load_script, redis_errors
+
+JSON_CONTENT_TYPE = "application/json"
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON spelling we hash and store: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class PointerStore:
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self._r = client
+        self._ns = settings.namespace
+        self._ttl = settings.result_ttl_s
+        self._put_once = load_script(client, "put_once")
+
+    def put_context(self, job_id: str, tenant_id: str, value: Any) -> ContextPointer:
+        pointer = ContextPointer(job_id)
+        self._put(pointer.kind, pointer.id, tenant_id, value)
+        return pointer
+
+    def put_result(self, job_id: str, tenant_id: str, value: Any) -> ResultPointer:
+        pointer = ResultPointer(job_id)
+        self._put(pointer.kind, pointer.id, tenant_id, value)
+        return pointer
+
+    def get_json(self, uri: str, tenant_id: str) -> Any:
+        """Dereference a ctx:/res: pointer owned by ``tenant_id`` and decode its JSON."""
+        pointer = parse_pointer(uri)
+        key = f"{self._ns}:{pointer.kind}:{pointer.id}"
+        with redis_errors(f"read {uri}"):
+            raw = self._r.hmget(key, "tenant", "data")
+        owner, data = raw[0], raw[1]
+        if owner is None or data is None or owner != tenant_id:
+            raise NotFoundError(f"{uri} not found")
+        return json.loads(data)
+
+    def _put(self, kind: str, pointer_id: str, tenant_id: str, value: Any) -> bool:
+        data = canonical_json(value)
+        encoded = data.encode()
+        record = {
+            "tenant": tenant_id,
+            "content_type": JSON_CONTENT_TYPE,
+            "sha256": hashlib.sha256(encoded).hexdigest(),
+            "size": str(len(encoded)),
+            "data": data,
+            "created_at": repr(time.time()),
+        }
+        with redis_errors(f"write {kind}:{pointer_id}"):
+            written = self._put_once(keys=[f"{self._ns}:{kind}:{pointer_id}"], args=[json.dumps(record), self._ttl])
+        return bool(written)

@@ -1,0 +1,1 @@
+"""Domain-free example packs and workers."""

@@ -1,0 +1,199 @@
+"""One governed job end to end, with real processes: kernel (gRPC), control worker and echo
+worker (Celery subprocesses) on a real redis-server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from coretex.agent.v1 import buspacket_pb2
+from coretex.model.job import JobMeta, JobRecord, JobState
+from coretex.scheduler.submit import SubmitRequest, submit_job
+from coretex.services import Services
+from coretex.settings import load_settings
+from coretex.testing import ProcessStack, RedisServer, eventually, free_port, wait_for_port
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Stack:
+    processes: ProcessStack
+    services: Services
+
+    def submit(self, topic: str, payload: object = None, **meta: str) -> str:
+        receipt = submit_job(self.services, SubmitRequest(topic, payload or {}, JobMeta(**meta)))
+        return receipt.job_id
+
+    def wait_terminal(self, job_id: str, timeout: float = 30) -> JobRecord:
+        def ended() -> JobRecord | None:
+            record = self.services.jobs.get(job_id)
+            return record if record.terminal else None
+
+        try:
+            return eventually(ended, timeout=timeout, message=f"job {job_id} to end")
+        except AssertionError:
+            for name in self.processes.procs:
+                print(f"---- {name} log ----\n{self.processes.log(name)[-3000:]}")
+            raise
+
+
+def _config_with_idle_pool(target: Path) -> Path:
+    """The shipped config plus a pool nobody consumes, so dispatched messages stay on the broker."""
+    shutil.copytree(REPO / "config", target)
+    pools = yaml.safe_load((target / "pools.yaml").read_text())
+    pools["pools"]["idle"] = {"requires": []}
+    pools["topics"]["job.idle"] = "idle"
+    (target / "pools.yaml").write_text(yaml.safe_dump(pools))
+    return target
+
+
+def _env(redis_server: RedisServer, namespace: str, kernel_addr: str, config_dir: Path) -> dict[str, str]:
+    return {
+        "CORETEX_REDIS_URL": redis_server.url,
+        "CORETEX_NAMESPACE": namespace,
+        "CORETEX_KERNEL_ADDR": kernel_addr,
+        "CORETEX_KERNEL_TIMEOUT": "1",
+        "CORETEX_CONFIG_DIR": str(config_dir),
+        "CORETEX_POLICIES_DIR": str(REPO / "policies"),
+    }
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    kernel_addr = f"127.0.0.1:{free_port()}"
+    env = _env(redis_server, "e2e" + uuid.uuid4().hex[:8], kernel_addr, _config_with_idle_pool(tmp / "config"))
+    processes = ProcessStack(env, tmp / "logs", cwd=REPO)
+    processes.start("kernel", "kernel", "--listen", kernel_addr)
+    processes.start("control", "control", "-c", "1")
+    processes.start("echo", "worker", "--pool", "echo", "--app", "examples.echo.worker:worker", "-c", "1")
+    services = Services(load_settings(env))
+    try:
+        wait_for_port("127.0.0.1", int(kernel_addr.rsplit(":", 1)[1]), timeout=30)
+        yield Stack(processes, services)
+    finally:
+        processes.stop_all()
+        services.close()
+
+
+def test_echo_job_succeeds_with_its_input_as_result(stack: Stack) -> None:
+    payload = {"message": "hello", "n": [1, 2, 3], "nested": {"ok": True}}
+    job_id = stack.submit("job.echo", payload, tenant_id="acme")
+
+    record = stack.wait_terminal(job_id)
+
+    assert record.state is JobState.SUCCEEDED, record
+    assert (record.decision, record.rule_id) == ("ALLOW", "allow-platform-jobs")
+    assert record.pool == "echo"
+    assert record.result_ptr == f"redis://res:{job_id}"
+    assert stack.services.pointers.get_json(record.result_ptr, "acme") == payload
+    states = [event["to"] for event in stack.services.jobs.history(job_id)]
+    assert states == ["PENDING", "SCHEDULED", "DISPATCHED", "RUNNING", "SUCCEEDED"]
+
+
+def test_unmapped_topic_fails_fast_to_the_dlq(stack: Stack) -> None:
+    job_id = stack.submit("job.nowhere", {"x": 1})
+
+    record = stack.wait_terminal(job_id)
+
+    assert record.state is JobState.FAILED
+    assert record.error_code == "no_pool_mapping"
+    assert "job.nowhere" in record.error_message
+    entry = stack.services.dlq.get(job_id)
+    assert (entry.error_code, entry.last_state, entry.attempts) == ("no_pool_mapping", "SCHEDULED", 0)
+    assert "job.nowhere" in entry.error_message
+
+
+def test_policy_deny_names_the_rule_and_never_runs(stack: Stack) -> None:
+    job_id = stack.submit("job.danger.rm", {"path": "/"})
+
+    record = stack.wait_terminal(job_id)
+
+    assert record.state is JobState.DENIED
+    assert record.rule_id == "deny-destructive"
+    assert "destructive" in record.reason
+    assert "RUNNING" not in [event["to"] for event in stack.services.jobs.history(job_id)]
+    assert stack.services.dlq.get(job_id).error_code == "safety_denied"
+
+
+def test_handler_error_fails_the_job_with_its_code(stack: Stack) -> None:
+    job_id = stack.submit("job.echo", {"fail": "on purpose"})
+
+    record = stack.wait_terminal(job_id)
+
+    assert record.state is JobState.FAILED
+    assert record.error_code == "echo_failure"
+    assert "on purpose" in record.error_message
+    assert stack.services.dlq.get(job_id).last_state == "RUNNING"
+
+
+def test_dispatched_message_body_is_a_bare_cap_buspacket(stack: Stack) -> None:
+    job_id = stack.submit("job.idle", {"k": "v"}, tenant_id="acme")
+    eventually(lambda: stack.services.jobs.get(job_id).state is JobState.DISPATCHED,
+               message="job to be dispatched")
+    settings = stack.services.settings
+    queue_key = f"{settings.namespace}:celery:{settings.pool_queue('idle')}"
+
+    raw = stack.services.redis.lindex(queue_key, 0)
+
+    assert raw is not None, f"no message on {queue_key}"
+    envelope = json.loads(raw)
+    assert envelope["content-type"] == "application/x-cap+protobuf"
+    body = base64.b64decode(envelope["body"])
+    packet = buspacket_pb2.BusPacket.FromString(body)  # protobuf alone, no Coretex helper
+    assert packet.WhichOneof("payload") == "job_request"
+    assert packet.protocol_version == 1
+    assert packet.job_request.job_id == job_id
+    assert packet.job_request.topic == "job.idle"
+    assert packet.job_request.meta.tenant_id == "acme"
+    assert packet.job_request.context_ptr == f"redis://ctx:{job_id}"
+    assert packet.trace_id == stack.services.jobs.get(job_id).trace_id
+
+
+def test_concurrent_duplicate_submits_create_one_job(stack: Stack) -> None:
+    key = "idem-" + uuid.uuid4().hex
+    request = SubmitRequest("job.echo", {"once": True}, JobMeta(tenant_id="acme"), idempotency_key=key)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        receipts = list(pool.map(lambda _: submit_job(stack.services, request), range(20)))
+
+    assert len({r.job_id for r in receipts}) == 1
+    assert sum(r.created for r in receipts) == 1
+    other_tenant = submit_job(stack.services, SubmitRequest("job.echo", {}, JobMeta(tenant_id="other"),
+                                                            idempotency_key=key))
+    assert other_tenant.job_id != receipts[0].job_id
+    assert stack.wait_terminal(receipts[0].job_id).state is JobState.SUCCEEDED
+
+
+def test_kernel_unreachable_denies_instead_of_running(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    dead_kernel = f"127.0.0.1:{free_port()}"  # nothing listens here
+    env = _env(redis_server, "nokernel" + uuid.uuid4().hex[:8], dead_kernel, REPO / "config")
+    processes = ProcessStack(env, tmp_path / "logs", cwd=REPO)
+    processes.start("control", "control", "-c", "1")
+    processes.start("echo", "worker", "--pool", "echo", "--app", "examples.echo.worker:worker", "-c", "1")
+    services = Services(load_settings(env))
+    stack = Stack(processes, services)
+    try:
+        job_id = stack.submit("job.echo", {"x": 1})
+        record = stack.wait_terminal(job_id, timeout=60)
+        states = [event["to"] for event in services.jobs.history(job_id)]
+    finally:
+        processes.stop_all()
+        services.close()
+
+    assert record.state is JobState.DENIED
+    assert record.error_code == "KERNEL_UNAVAILABLE"
+    assert "RUNNING" not in states

@@ -1,0 +1,344 @@
+"""The safety kernel over real gRPC: in-process servers on port 0, and one real subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from coretex.agent.v1 import job_pb2, safety_pb2, safety_pb2_grpc
+from coretex.errors import ConfigError, KernelUnavailableError, PolicyError
+from coretex.kernel import KernelClient, KernelServer, build_kernel, build_server, serve
+from coretex.settings import Settings, load_settings
+from coretex.testing import eventually, free_port, wait_for_port
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_POLICIES = REPO / "policies"
+ALLOW = safety_pb2.DECISION_TYPE_ALLOW
+DENY = safety_pb2.DECISION_TYPE_DENY
+
+
+def kernel_settings(policies_dir: Path) -> Settings:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORETEX_")}
+    env["CORETEX_POLICIES_DIR"] = str(policies_dir)
+    return load_settings(env)
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Iterator[KernelServer]:
+    server = build_kernel(kernel_settings(BASE_POLICIES), "127.0.0.1:0").start()
+    yield server
+    server.stop(grace=0)
+
+
+@pytest.fixture
+def channel(kernel: KernelServer) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(kernel.address) as chan:
+        yield chan
+
+
+@pytest.fixture
+def stub(channel: grpc.Channel) -> safety_pb2_grpc.SafetyKernelStub:
+    return safety_pb2_grpc.SafetyKernelStub(channel)
+
+
+def req(topic: str, tenant: str = "default", **fields: object) -> safety_pb2.PolicyCheckRequest:
+    return safety_pb2.PolicyCheckRequest(job_id="job-1", topic=topic, tenant=tenant, **fields)
+
+
+# --- decisions over the wire ------------------------------------------------------------------------
+
+
+def test_check_allows_platform_jobs(kernel: KernelServer, stub: safety_pb2_grpc.SafetyKernelStub) -> None:
+    resp = stub.Check(req("job.echo"), timeout=5)
+    assert resp.decision == ALLOW
+    assert resp.rule_id == "allow-platform-jobs"
+    assert resp.reason == "platform jobs are allowed by default"
+    assert resp.policy_snapshot == kernel.snapshot_id
+    assert resp.policy_snapshot.startswith("v1:")
+
+
+def test_check_denies_destructive_topics(stub: safety_pb2_grpc.SafetyKernelStub) -> None:
+    resp = stub.Check(req("job.danger.rm"), timeout=5)
+    assert (resp.decision, resp.rule_id) == (DENY, "deny-destructive")
+    assert resp.reason == "destructive topics are blocked by the base policy"
+    assert not resp.approval_required
+
+
+def test_unmatched_topic_gets_default_deny(stub: safety_pb2_grpc.SafetyKernelStub) -> None:
+    resp = stub.Check(req("other.topic"), timeout=5)
+    assert (resp.decision, resp.rule_id, resp.reason) == (DENY, "", "no rule matched; default decision deny")
+
+
+def test_all_five_rpcs_answer(kernel: KernelServer, stub: safety_pb2_grpc.SafetyKernelStub) -> None:
+    for method in (stub.Check, stub.Evaluate, stub.Simulate, stub.Explain):
+        resp = method(req("job.danger.rm"), timeout=5)
+        assert (resp.decision, resp.rule_id, resp.policy_snapshot) == (
+            DENY,
+            "deny-destructive",
+            kernel.snapshot_id,
+        )
+    explained = stub.Explain(req("job.danger.rm"), timeout=5).reason
+    assert (
+        "deny-destructive" in explained
+        and "'job.danger.*'" in explained
+        and "allow-platform-jobs" in explained
+    )
+    snapshots = stub.ListSnapshots(safety_pb2.ListSnapshotsRequest(), timeout=5)
+    assert list(snapshots.snapshots) == [kernel.snapshot_id]
+
+
+def test_cordum_service_name_is_served(channel: grpc.Channel) -> None:
+    check = channel.unary_unary(
+        "/cordum.agent.v1.SafetyKernel/Check",
+        request_serializer=safety_pb2.PolicyCheckRequest.SerializeToString,
+        response_deserializer=safety_pb2.PolicyCheckResponse.FromString,
+    )
+    resp = check(req("job.echo"), timeout=5)
+    assert (resp.decision, resp.rule_id) == (ALLOW, "allow-platform-jobs")
+    listing = channel.unary_unary(
+        "/cordum.agent.v1.SafetyKernel/ListSnapshots",
+        request_serializer=safety_pb2.ListSnapshotsRequest.SerializeToString,
+        response_deserializer=safety_pb2.ListSnapshotsResponse.FromString,
+    )
+    assert len(listing(safety_pb2.ListSnapshotsRequest(), timeout=5).snapshots) == 1
+
+
+def test_unknown_service_name_is_unimplemented(channel: grpc.Channel) -> None:
+    check = channel.unary_unary(
+        "/cortex.agent.v1.SafetyKernel/Check",
+        request_serializer=safety_pb2.PolicyCheckRequest.SerializeToString,
+        response_deserializer=safety_pb2.PolicyCheckResponse.FromString,
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        check(req("job.echo"), timeout=5)
+    assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_health_reports_serving(channel: grpc.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "coretex.agent.v1.SafetyKernel", "cordum.agent.v1.SafetyKernel"):
+        resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert resp.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# --- tenants and metadata ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tenant_kernel(tmp_path: Path) -> Iterator[KernelServer]:
+    (tmp_path / "tenants.yml").write_text(
+        "version: 1\n"
+        "rules:\n"
+        "  - id: acme-jobs\n"
+        "    match: {topics: ['job.*'], tenants: [acme]}\n"
+        "    decision: allow\n"
+        "    reason: acme may run jobs\n"
+    )
+    (tmp_path / "notes.txt").write_text("not a bundle: ignored")
+    with build_kernel(kernel_settings(tmp_path), "127.0.0.1:0") as server:
+        yield server
+
+
+def test_tenant_comes_from_tenant_or_meta(tenant_kernel: KernelServer) -> None:
+    with grpc.insecure_channel(tenant_kernel.address) as chan:
+        stub = safety_pb2_grpc.SafetyKernelStub(chan)
+        assert stub.Check(req("job.echo", tenant="acme"), timeout=5).decision == ALLOW
+        from_meta = req("job.echo", tenant="", meta=job_pb2.JobMetadata(tenant_id="acme"))
+        assert stub.Check(from_meta, timeout=5).rule_id == "acme-jobs"
+        assert stub.Check(req("job.echo", tenant="globex"), timeout=5).decision == DENY
+        conflict = stub.Check(
+            req("job.echo", tenant="acme", meta=job_pb2.JobMetadata(tenant_id="globex")), timeout=5
+        )
+        assert conflict.decision == DENY and "disagree" in conflict.reason
+
+
+# --- the client -------------------------------------------------------------------------------------
+
+
+def test_client_checks_and_is_reusable(kernel: KernelServer) -> None:
+    client = KernelClient(kernel.address, timeout_s=2.0)
+    try:
+        assert client.check(req("job.echo")).decision == ALLOW
+        assert client.check(req("job.danger.rm")).rule_id == "deny-destructive"
+        client.close()
+        assert client.check(req("job.echo")).decision == ALLOW  # reopens after close
+    finally:
+        client.close()
+
+
+def test_client_calls_from_many_threads(kernel: KernelServer) -> None:
+    with KernelClient(kernel.address, timeout_s=5.0) as client:
+        with futures.ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(lambda i: client.check(req(f"job.t{i}")).decision, range(64)))
+    assert answers == [ALLOW] * 64
+
+
+def test_client_without_server_fails_closed_within_timeout() -> None:
+    port = free_port()
+    with KernelClient(f"127.0.0.1:{port}", timeout_s=0.5) as client:
+        started = time.monotonic()
+        with pytest.raises(KernelUnavailableError) as info:
+            client.check(req("job.echo"))
+        assert time.monotonic() - started < 2.0
+    assert str(info.value).startswith("KERNEL_UNAVAILABLE: ")
+    assert isinstance(info.value.__cause__, grpc.RpcError)
+
+
+def test_client_deadline_exceeded_is_unavailable() -> None:
+    release = threading.Event()
+
+    def hang(
+        request: safety_pb2.PolicyCheckRequest, context: grpc.ServicerContext
+    ) -> safety_pb2.PolicyCheckResponse:
+        release.wait(10)
+        return safety_pb2.PolicyCheckResponse(decision=ALLOW)
+
+    handler = grpc.method_handlers_generic_handler(
+        "coretex.agent.v1.SafetyKernel",
+        {
+            "Check": grpc.unary_unary_rpc_method_handler(
+                hang,
+                request_deserializer=safety_pb2.PolicyCheckRequest.FromString,
+                response_serializer=safety_pb2.PolicyCheckResponse.SerializeToString,
+            )
+        },
+    )
+    with futures.ThreadPoolExecutor(max_workers=2) as pool:
+        slow = grpc.server(pool, handlers=[handler])
+        port = slow.add_insecure_port("127.0.0.1:0")
+        slow.start()
+        try:
+            with KernelClient(f"127.0.0.1:{port}", timeout_s=0.3) as client:
+                started = time.monotonic()
+                with pytest.raises(KernelUnavailableError, match="DEADLINE_EXCEEDED"):
+                    client.check(req("job.echo"))
+                assert time.monotonic() - started < 2.0
+        finally:
+            release.set()
+            slow.stop(grace=0).wait()
+
+
+def test_client_recovers_when_the_kernel_comes_back() -> None:
+    port = free_port()
+    with KernelClient(f"127.0.0.1:{port}", timeout_s=0.5) as client:
+        with pytest.raises(KernelUnavailableError):
+            client.check(req("job.echo"))
+        with build_kernel(kernel_settings(BASE_POLICIES), f"127.0.0.1:{port}"):
+
+            def allowed() -> bool:
+                try:
+                    return client.check(req("job.echo")).decision == ALLOW
+                except KernelUnavailableError:
+                    return False
+
+            eventually(allowed, timeout=5, message="client reconnects to the restarted kernel")
+
+
+# --- startup ----------------------------------------------------------------------------------------
+
+
+def test_build_server_returns_a_grpc_server() -> None:
+    port = free_port()
+    server = build_server(kernel_settings(BASE_POLICIES), f"127.0.0.1:{port}")
+    server.start()
+    try:
+        with KernelClient(f"127.0.0.1:{port}", timeout_s=2.0) as client:
+            assert client.check(req("job.echo")).rule_id == "allow-platform-jobs"
+    finally:
+        server.stop(grace=0).wait()
+
+
+def test_a_taken_port_is_refused(kernel: KernelServer) -> None:
+    with pytest.raises(ConfigError, match="cannot listen"):
+        build_kernel(kernel_settings(BASE_POLICIES), kernel.address)
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (None, "does not exist"),
+        ({}, "holds no"),
+        ({"base.yaml": "version: 1\nrules: [{id: x, decision: maybe}]\n"}, "base.yaml"),
+        ({"a.yaml": "version: 1\nsurprise: true\n"}, "a.yaml"),
+    ],
+)
+def test_invalid_policies_dir_refuses_to_start(
+    tmp_path: Path, files: dict[str, str] | None, message: str
+) -> None:
+    policies = tmp_path / "policies"
+    if files is not None:
+        policies.mkdir()
+        for name, text in files.items():
+            (policies / name).write_text(text)
+    settings = kernel_settings(policies)
+    with pytest.raises(PolicyError, match=message):
+        build_server(settings, "127.0.0.1:0")
+    with pytest.raises(SystemExit) as info:
+        serve(settings, "127.0.0.1:0")
+    assert info.value.code not in (0, None)
+
+
+# --- a real process ---------------------------------------------------------------------------------
+
+
+def run_kernel_process(policies_dir: Path, listen: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORETEX_")}
+    env["CORETEX_POLICIES_DIR"] = str(policies_dir)
+    return subprocess.Popen(
+        [sys.executable, "-m", "coretex.kernel", "--listen", listen],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_kernel_process_serves_and_stops_on_sigterm() -> None:
+    port = free_port()
+    proc = run_kernel_process(BASE_POLICIES, f"127.0.0.1:{port}")
+    try:
+        wait_for_port("127.0.0.1", port, timeout=20)
+        with KernelClient(f"127.0.0.1:{port}", timeout_s=2.0) as client:
+            resp = client.check(req("job.danger.rm"))
+        assert (resp.decision, resp.rule_id) == (DENY, "deny-destructive")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert f"kernel listening on 127.0.0.1:{port} snapshot {resp.policy_snapshot}" in stderr
+
+
+def test_kernel_process_with_bad_policies_exits_nonzero(tmp_path: Path) -> None:
+    proc = run_kernel_process(tmp_path / "missing", f"127.0.0.1:{free_port()}")
+    try:
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0
+    assert "kernel not started" in stderr and "does not exist" in stderr
+
+
+def test_client_ready_reflects_the_health_service(kernel: KernelServer) -> None:
+    with KernelClient(kernel.address, 2.0) as client:
+        assert client.ready() is True
+    with KernelClient(f"127.0.0.1:{free_port()}", 0.5) as client:
+        assert client.ready() is False
