@@ -56,7 +56,9 @@ def gateway(listen: str, log_level: str) -> None:
     from coretex.gateway.server import serve
 
     _logging(log_level)
-    serve(_settings(), listen)
+    settings = _settings()
+    _require_compatible_store(settings)
+    serve(settings, listen)
 
 
 @main.command()
@@ -67,6 +69,7 @@ def control(concurrency: int, log_level: str) -> None:
     from coretex.celery_app import create_app
 
     settings = _settings()
+    _require_compatible_store(settings)
     create_app(settings).worker_main([
         "worker", "-Q", settings.control_queue, "-n", f"control.{settings.namespace}@%h",
         "-c", str(concurrency), "--loglevel", log_level.upper(), "-E",
@@ -124,6 +127,33 @@ def _load_worker(ref: str) -> object:
         return getattr(module, attr)
     except AttributeError as exc:
         raise click.UsageError(f"{module_name} has no attribute {attr!r}") from exc
+
+
+@main.command()
+def migrate() -> None:
+    """Upgrade stored records to this Coretex's store schema version (idempotent)."""
+    from coretex.store import connect
+    from coretex.store.migrations import STORE_SCHEMA_VERSION, migrate as run_migrations
+
+    settings = _settings()
+    try:
+        applied = run_migrations(connect(settings), settings)
+    except CoretexError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for version, changed in applied:
+        click.echo(f"migrated to version {version}: {changed} records")
+    click.echo(f"store schema version {STORE_SCHEMA_VERSION} (namespace {settings.namespace})")
+
+
+def _require_compatible_store(settings: Settings) -> None:
+    """The control plane refuses to start against a store newer than it understands."""
+    from coretex.store import connect
+    from coretex.store.migrations import ensure_compatible
+
+    try:
+        ensure_compatible(connect(settings), settings)
+    except CoretexError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command()
