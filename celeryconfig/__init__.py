@@ -37,7 +37,9 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         "accept_content": [CONTENT_TYPE, "application/json"],
         "task_default_queue": control,
         "task_create_missing_queues": True,
-        "worker_send_task_events": True,
+        # Task events cost three broker publishes per task; Flower can switch them on at runtime
+        # (`celery control enable_events`) when someone is looking.
+        "worker_send_task_events": False,
         "worker_hijack_root_logger": False,
         "enable_utc": True,
         "beat_schedule": {

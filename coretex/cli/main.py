@@ -72,7 +72,7 @@ def control(concurrency: int, log_level: str) -> None:
     _require_compatible_store(settings)
     create_app(settings).worker_main([
         "worker", "-Q", settings.control_queue, "-n", f"control.{settings.namespace}@%h",
-        "-c", str(concurrency), "--loglevel", log_level.upper(), "-E",
+        "-c", str(concurrency), "--loglevel", log_level.upper(),
     ])
 
 
@@ -109,7 +109,7 @@ def worker(pool: str, app_ref: str, concurrency: int, log_level: str) -> None:
     activate(sdk_worker)
     create_app(settings).worker_main([
         "worker", "-Q", settings.pool_queue(pool), "-n", f"{pool}.{settings.namespace}@%h",
-        "-c", str(concurrency), "--loglevel", log_level.upper(), "-E",
+        "-c", str(concurrency), "--loglevel", log_level.upper(),
     ])
 
 

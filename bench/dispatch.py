@@ -1,0 +1,142 @@
+"""Governed jobs vs raw Celery, in one run on the same redis-server.
+
+Governed: submit through the client API (ctx pointer + record), kernel check over gRPC, routing,
+publish a CAP BusPacket, a no-op SDK handler, JobResult applied to the record. Raw: Celery
+``apply_async().get()`` of a no-op task with a Redis result backend. Both sides use worker
+concurrency 2 (the control worker also has 2). Absolute times on shared 2-core machines are noise:
+read the ratios.
+
+    python bench/dispatch.py [--jobs 400] [--latency-jobs 150] [--check]
+
+Targets (issue #4): governed throughput >= 50% of raw; governed p50 round trip <= 2.5x raw.
+``--check`` exits 1 when a target is missed. The last line is a one-line summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, cast
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from coretex.model.job import TERMINAL_STATES, JobMeta, JobState  # noqa: E402
+from coretex.processes import free_port, spawn_group, stop_group, wait_for_port  # noqa: E402
+from coretex.scheduler.submit import SubmitRequest, submit_job  # noqa: E402
+from coretex.services import Services  # noqa: E402
+from coretex.settings import load_settings  # noqa: E402
+from coretex.testing import ProcessStack, RedisServer  # noqa: E402
+
+TERMINAL = {s.value for s in TERMINAL_STATES}
+
+
+def wait_terminal(services: Services, job_id: str, timeout: float = 60.0) -> str:
+    """Block on the job's history stream (XREAD) until it reaches a terminal state."""
+    key = f"{services.settings.namespace}:job:{job_id}:events"
+    last = "0-0"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reply = cast(Any, services.redis.xread({key: last}, block=1000, count=20))
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                last = entry_id
+                if fields.get("to") in TERMINAL:
+                    return str(fields["to"])
+    raise TimeoutError(f"job {job_id} did not finish")
+
+
+def governed(services: Services, jobs: int, latency_jobs: int) -> tuple[float, list[float]]:
+    meta = JobMeta(tenant_id="bench")
+    latencies = []
+    for _ in range(latency_jobs):
+        start = time.perf_counter()
+        job_id = submit_job(services, SubmitRequest("job.echo", {}, meta)).job_id
+        state = wait_terminal(services, job_id)
+        latencies.append(time.perf_counter() - start)
+        assert state == JobState.SUCCEEDED.value, state
+    start = time.perf_counter()
+    ids = [submit_job(services, SubmitRequest("job.echo", {}, meta)).job_id for _ in range(jobs)]
+    for job_id in ids:
+        state = wait_terminal(services, job_id)
+        assert state == JobState.SUCCEEDED.value, state
+    return jobs / (time.perf_counter() - start), latencies
+
+
+def raw(jobs: int, latency_jobs: int) -> tuple[float, list[float]]:
+    from bench._raw_app import noop_task
+
+    latencies = []
+    for _ in range(latency_jobs):
+        start = time.perf_counter()
+        noop_task.apply_async().get(timeout=30)
+        latencies.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    results = [noop_task.apply_async() for _ in range(jobs)]
+    for result in results:
+        result.get(timeout=60)
+    return jobs / (time.perf_counter() - start), latencies
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=400)
+    parser.add_argument("--latency-jobs", type=int, default=150)
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+
+    with RedisServer() as redis_server, tempfile.TemporaryDirectory(prefix="coretex-bench-") as tmp:
+        namespace = "bench" + uuid.uuid4().hex[:6]
+        kernel_addr = f"127.0.0.1:{free_port()}"
+        env = {
+            "CORETEX_REDIS_URL": redis_server.url,
+            "CORETEX_NAMESPACE": namespace,
+            "CORETEX_KERNEL_ADDR": kernel_addr,
+            "CORETEX_CONFIG_DIR": str(REPO / "config"),
+            "CORETEX_POLICIES_DIR": str(REPO / "policies"),
+        }
+        stack = ProcessStack(env, Path(tmp) / "logs", cwd=REPO)
+        raw_env = {**stack.env, "BENCH_REDIS_URL": redis_server.url, "BENCH_RAW_QUEUE": namespace + ".raw"}
+        raw_worker = spawn_group(
+            [sys.executable, "-m", "celery", "-A", "bench._raw_app", "worker", "-c", "2", "-Q",
+             namespace + ".raw", "--loglevel", "WARNING"],
+            env=raw_env, log_path=Path(tmp) / "logs" / "raw.log", cwd=REPO,
+        )
+        os.environ.update({"BENCH_REDIS_URL": redis_server.url, "BENCH_RAW_QUEUE": namespace + ".raw"})
+        services = Services(load_settings({**env}))
+        try:
+            stack.start("kernel", "kernel", "--listen", kernel_addr)
+            stack.start("control", "control", "-c", "2", "--log-level", "warning")
+            stack.start("echo", "worker", "--pool", "echo", "--app", "examples.echo.worker:worker", "-c", "2",
+                        "--log-level", "warning")
+            wait_for_port(*kernel_addr.split(":")[0:1], int(kernel_addr.split(":")[1]), timeout=30)
+            # warm up both paths (worker start, connections, script loading)
+            raw(20, 5)
+            governed(services, 20, 5)
+            raw_tput, raw_lat = raw(args.jobs, args.latency_jobs)
+            gov_tput, gov_lat = governed(services, args.jobs, args.latency_jobs)
+        finally:
+            stack.stop_all()
+            stop_group(raw_worker.pid)
+            services.close()
+
+    raw_p50, gov_p50 = statistics.median(raw_lat), statistics.median(gov_lat)
+    raw_p99 = statistics.quantiles(raw_lat, n=100)[98]
+    gov_p99 = statistics.quantiles(gov_lat, n=100)[98]
+    tput_ratio, p50_ratio = gov_tput / raw_tput, gov_p50 / raw_p50
+    for name, tput, p50, p99 in (("raw celery", raw_tput, raw_p50, raw_p99), ("governed", gov_tput, gov_p50, gov_p99)):
+        print(f"{name:12} throughput {tput:8.1f} jobs/s   p50 {p50 * 1000:7.2f} ms   p99 {p99 * 1000:7.2f} ms")
+    ok = tput_ratio >= 0.5 and p50_ratio <= 2.5
+    print(f"dispatch: throughput {tput_ratio:.2f}x raw (target >= 0.50), p50 {p50_ratio:.2f}x raw (target <= 2.50)"
+          f" -> {'PASS' if ok else 'MISS'}")
+    return 1 if args.check and not ok else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
