@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from coretex.protocol.envelope import CONTENT_TYPE
-
 from coretex.settings import Settings
 
 VISIBILITY_TIMEOUT_S = 3600

@@ -72,4 +72,4 @@ def send_packet(app: Celery, task: str, packet: buspacket_pb2.BusPacket, *, queu
 
 def register_task(app: Celery, name: str, func: Any) -> None:
     """Register ``func`` as task ``name`` on ``app`` (results ignored: our job records are the result)."""
-    app.task(name=name, ignore_result=True)(func)
+    app.task(name=name, ignore_result=True, shared=False)(func)

@@ -16,6 +16,7 @@ from coretex.kernel.client import KernelClient
 from coretex.scheduler.routing import PoolRouter
 from coretex.settings import Settings
 from coretex.store import DLQStore, JobStore, PointerStore, connect
+from coretex.store.artifacts import ArtifactStore
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -50,6 +51,10 @@ class Services:
     @cached_property
     def dlq(self) -> DLQStore:
         return DLQStore(self.redis, self.settings)
+
+    @cached_property
+    def artifacts(self) -> ArtifactStore:
+        return ArtifactStore(self.redis, self.settings, self.settings.artifacts)
 
     @cached_property
     def kernel(self) -> KernelClient:

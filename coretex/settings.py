@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coretex.errors import ConfigError
+from coretex.model.artifact import ArtifactConfig
 
 _NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -45,6 +46,8 @@ class Settings:
     """How long ctx:/res: pointers and job records live: ``CORETEX_RESULT_TTL``."""
     sender_id: str
     """CAP ``sender_id`` this process stamps on the packets it emits: ``CORETEX_SENDER_ID``."""
+    artifacts: ArtifactConfig = ArtifactConfig()
+    """Artifact limits, retention TTLs and encryption key: ``CORETEX_ARTIFACT_*``."""
 
     @property
     def control_queue(self) -> str:
@@ -112,6 +115,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         max_input_bytes=_int(env, "CORETEX_MAX_INPUT_BYTES", 256 * 1024),
         result_ttl_s=_int(env, "CORETEX_RESULT_TTL", 7 * 24 * 3600),
         sender_id=env.get("CORETEX_SENDER_ID") or f"coretex-{os.uname().nodename}-{os.getpid()}",
+        artifacts=ArtifactConfig.from_env(env),
     )
 
 

@@ -133,7 +133,8 @@ def _load_worker(ref: str) -> object:
 def migrate() -> None:
     """Upgrade stored records to this Coretex's store schema version (idempotent)."""
     from coretex.store import connect
-    from coretex.store.migrations import STORE_SCHEMA_VERSION, migrate as run_migrations
+    from coretex.store.migrations import STORE_SCHEMA_VERSION
+    from coretex.store.migrations import migrate as run_migrations
 
     settings = _settings()
     try:

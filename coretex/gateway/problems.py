@@ -82,6 +82,11 @@ class Problem(Exception):
         self.headers = dict(headers or {})
 
 
+def error_ref(status: int) -> str:
+    """Name of the OpenAPI response component documenting ``status`` (flask-smorest's naming)."""
+    return http.HTTPStatus(status).name
+
+
 def problem_response(problem: Problem) -> Response:
     body: dict[str, Any] = {
         "type": problem.type,
@@ -114,7 +119,9 @@ _PUBLIC_DETAIL = {
 def problem_from_coretex(exc: CoretexError) -> Problem:
     """Map a core error to a problem; 5xx details are generic so no internals leak."""
     status = next((s for cls, s in _CORETEX_STATUS if isinstance(exc, cls)), 500)
-    if status >= 500:
+    if status == 503:  # an outage: one line per request, not a traceback each
+        log.warning("%s answered 503: %s", type(exc).__name__, exc)
+    elif status >= 500:
         log.error("%s answered %d: %s", type(exc).__name__, status, exc, exc_info=exc)
     detail = _PUBLIC_DETAIL.get(status, str(exc))
     return Problem(status, detail, code=exc.code)

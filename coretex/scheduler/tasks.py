@@ -41,9 +41,13 @@ def register_control_tasks(app: Celery, services: Callable[[], Services]) -> Non
         apply_result(services(), packet.job_result)
 
     def tick() -> None:
-        """Beat's heartbeat, shown by /api/v1/status; timers, leases and retention join it later."""
+        """Beat's housekeeping: record liveness (shown by /api/v1/status) and sweep expired artifacts."""
         svc = services()
-        svc.redis.set(f"{svc.settings.namespace}:beat:last_tick", repr(time.time()), ex=60)
+        now = time.time()
+        svc.redis.set(f"{svc.settings.namespace}:beat:last_tick", repr(now), ex=60)
+        swept = svc.artifacts.sweep(now)
+        if swept:
+            log.info("retention sweep removed %s expired artifacts", swept)
 
     register_task(app, DISPATCH_TASK, dispatch)
     register_task(app, RESULT_TASK, result)

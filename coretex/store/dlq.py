@@ -9,8 +9,8 @@ Entry and index are written in one MULTI/EXEC so a listed id always has its entr
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any, cast
 
 import redis

@@ -3,7 +3,7 @@
 Keys:
     <ns>:job:<job_id>            hash    the record (fields of JobRecord; ``meta`` as JSON; ``version``)
     <ns>:job:<job_id>:events     stream  append-only history: from, to, at, reason (MAXLEN ~1000)
-    <ns>:idem:<tenant>:<key>     string  job id owning an idempotency key, for the dedupe window
+    <ns>:idem:<tenant>:<sha256(key)>  string  job id owning an idempotency key, for the dedupe window
 
 Transitions run in ``lua/job_transition.lua``: the lifecycle check and the write are one atomic
 step, so two processes racing to move a job can never both win.
@@ -11,6 +11,7 @@ step, so two processes racing to move a job can never both win.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, fields
@@ -44,7 +45,9 @@ class JobStore:
         return f"{self._ns}:job:{job_id}:events"
 
     def _idem_key(self, tenant_id: str, key: str) -> str:
-        return f"{self._ns}:idem:{tenant_id}:{key}"
+        # The caller's key is hashed: fixed-length hex cannot contain ':', so no (tenant, key) pair can
+        # collide with another one however either is spelled, and odd keys never shape our key space.
+        return f"{self._ns}:idem:{tenant_id}:{hashlib.sha256(key.encode()).hexdigest()}"
 
     def create(
         self,

@@ -1,0 +1,145 @@
+"""Submit a job, read it, read its history. Tenancy comes from the API key only.
+
+A job of another tenant answers 404 exactly like an unknown id, so ids cannot be probed; the
+``admin`` role reads every tenant's jobs.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask.views import MethodView
+
+from coretex.errors import NotFoundError
+from coretex.gateway.auth import READ_ROLES, SUBMIT_ROLES, Principal, require_role
+from coretex.gateway.blueprint import Blueprint
+from coretex.gateway.context import current_services
+from coretex.gateway.problems import Problem, error_ref
+from coretex.gateway.resources.jobs.schemas import JobSchema, SubmitJobSchema, SubmitReceiptSchema, TransitionSchema
+from coretex.model.job import JobMeta, JobRecord, JobState
+from coretex.scheduler.submit import SubmitRequest, submit_job
+from coretex.services import Services
+from coretex.store.pointers import canonical_json
+
+blp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs", description="Submit and inspect jobs")
+
+
+@blp.route("")
+class Jobs(MethodView):
+    @blp.arguments(SubmitJobSchema)
+    @blp.response(202, SubmitReceiptSchema, description="A new job was created")
+    @blp.alt_response(200, schema=SubmitReceiptSchema,
+                      description="Duplicate: the idempotency key matched an earlier job of this tenant")
+    @blp.alt_response(401, response=error_ref(401))
+    @blp.alt_response(403, response=error_ref(403))
+    @blp.alt_response(413, response=error_ref(413))
+    @blp.alt_response(503, response=error_ref(503))
+    def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """Submit a job; it enters the dispatch pipeline (policy check, routing) asynchronously."""
+        principal = require_role(SUBMIT_ROLES)
+        services = current_services()
+        _check_input_size(body["input"], services.settings.max_input_bytes)
+        receipt = submit_job(services, _submit_request(body, principal))
+        status = 202 if receipt.created else 200
+        return {"job_id": receipt.job_id, "trace_id": receipt.trace_id, "duplicate": not receipt.created}, status
+
+
+@blp.route("/<job_id>")
+class Job(MethodView):
+    @blp.response(200, JobSchema)
+    @blp.alt_response(401, response=error_ref(401))
+    @blp.alt_response(404, response=error_ref(404))
+    def get(self, job_id: str) -> dict[str, Any]:
+        """One job: state, policy decision, result (for SUCCEEDED jobs) or error."""
+        services = current_services()
+        record = _readable_job(services, job_id, require_role(READ_ROLES))
+        return _job_view(services, record)
+
+
+@blp.route("/<job_id>/history")
+class JobHistory(MethodView):
+    @blp.response(200, TransitionSchema(many=True))
+    @blp.alt_response(401, response=error_ref(401))
+    @blp.alt_response(404, response=error_ref(404))
+    def get(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's state transitions, oldest first (the first one is the submission)."""
+        services = current_services()
+        _readable_job(services, job_id, require_role(READ_ROLES))
+        return [_transition_view(event) for event in services.jobs.history(job_id)]
+
+
+def _check_input_size(value: Any, limit: int) -> None:
+    size = len(canonical_json(value).encode())
+    if size > limit:
+        raise Problem(413, f"input is {size} bytes of canonical JSON; the limit is {limit} bytes",
+                      code="input_too_large", errors={"input": [f"larger than {limit} bytes"]})
+
+
+def _submit_request(body: dict[str, Any], principal: Principal) -> SubmitRequest:
+    meta: dict[str, Any] = body.get("meta") or {}
+    tenant = meta.get("tenant_id", principal.tenant)
+    if tenant != principal.tenant:
+        raise Problem(403, f"meta.tenant_id {tenant!r} is not the tenant of this API key", code="tenant_mismatch")
+    job_meta = JobMeta(
+        tenant_id=principal.tenant,
+        actor_id=meta.get("actor_id") or principal.name,
+        actor_type=meta.get("actor_type", "service"),
+        idempotency_key=meta.get("idempotency_key", ""),
+        capability=meta.get("capability", ""),
+        risk_tags=tuple(meta.get("risk_tags", ())),
+        requires=tuple(meta.get("requires", ())),
+        pack_id=meta.get("pack_id", ""),
+        labels=dict(meta.get("labels", {})),
+    )
+    return SubmitRequest(body["topic"], body["input"], job_meta, body.get("idempotency_key", ""))
+
+
+def _readable_job(services: Services, job_id: str, principal: Principal) -> JobRecord:
+    record = services.jobs.get(job_id)  # NotFoundError -> 404
+    if not principal.can_read_tenant(record.tenant_id):
+        raise NotFoundError(f"job {job_id} not found")
+    return record
+
+
+def _job_view(services: Services, record: JobRecord) -> dict[str, Any]:
+    return {
+        "job_id": record.job_id,
+        "tenant_id": record.tenant_id,
+        "topic": record.topic,
+        "state": record.state,
+        "decision": record.decision or None,
+        "rule_id": record.rule_id or None,
+        "reason": record.reason or None,
+        "result_ptr": record.result_ptr or None,
+        "result": _result(services, record),
+        "error_code": record.error_code or None,
+        "error_message": record.error_message or None,
+        "attempts": record.attempts,
+        "trace_id": record.trace_id,
+        "created_at": _time(record.created_at),
+        "updated_at": _time(record.updated_at),
+        "pool": record.pool or None,
+    }
+
+
+def _result(services: Services, record: JobRecord) -> Any:
+    if record.state is not JobState.SUCCEEDED or not record.result_ptr:
+        return None
+    try:
+        return services.pointers.get_json(record.result_ptr, record.tenant_id)
+    except NotFoundError:  # expired with its TTL: the record says where it was
+        return None
+
+
+def _transition_view(event: dict[str, str]) -> dict[str, Any]:
+    return {
+        "from_": event.get("from") or None,
+        "to": event.get("to", ""),
+        "at": _time(float(event.get("at") or 0.0)),
+        "reason": event.get("reason", ""),
+    }
+
+
+def _time(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, tz=UTC)
