@@ -42,7 +42,7 @@ class Stack:
         self.dir = state_dir.resolve()
         self.logs = self.dir / "logs"
         self.pids = self.dir / "pids"
-        self.console = console or Console()
+        self.console = console or Console(soft_wrap=True)
 
     # ---- up -------------------------------------------------------------------------------
     def up(self, *, demo: bool = True) -> int:
