@@ -42,6 +42,8 @@ def submit_job(services: Services, request: SubmitRequest) -> SubmitReceipt:
     trace_id = uuid.uuid4().hex
     tenant = request.meta.tenant_id
     idem_key = request.idempotency_key or request.meta.idempotency_key
+    if idem_key and (owner := services.jobs.idempotent_owner(tenant, idem_key)):
+        return _duplicate(services, owner)  # fast path: no input written for a known duplicate
     context = services.pointers.put_context(job_id, tenant, request.input)
     now = time.time()
     record = JobRecord(
@@ -56,9 +58,8 @@ def submit_job(services: Services, request: SubmitRequest) -> SubmitReceipt:
         meta=replace(request.meta, idempotency_key=idem_key),
     )
     owner, created = services.jobs.create(record, idempotency_key=idem_key)
-    if not created:
-        original = services.jobs.get(owner)
-        return SubmitReceipt(original.job_id, original.trace_id, created=False)
+    if not created:  # a concurrent duplicate won the race; our ctx: copy expires with its TTL
+        return _duplicate(services, owner)
     try:
         packet = job_request_packet(record, sender_id=services.settings.sender_id)
         send_packet(services.app, DISPATCH_TASK, packet, queue=services.settings.control_queue)
@@ -68,3 +69,8 @@ def submit_job(services: Services, request: SubmitRequest) -> SubmitReceipt:
                                  error_code="broker_unavailable", error_message=str(exc))
         raise StoreError(f"could not hand job {job_id} to the scheduler: {exc}") from exc
     return SubmitReceipt(job_id, trace_id, created=True)
+
+
+def _duplicate(services: Services, owner: str) -> SubmitReceipt:
+    original = services.jobs.get(owner)
+    return SubmitReceipt(original.job_id, original.trace_id, created=False)

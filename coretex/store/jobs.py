@@ -76,6 +76,11 @@ class JobStore:
             )
         return str(job_id), status == "created"
 
+    def idempotent_owner(self, tenant_id: str, idempotency_key: str) -> str | None:
+        """The job that already holds ``idempotency_key`` for the tenant inside the window, if any."""
+        with redis_errors("read idempotency key"):
+            return cast(str | None, self._r.get(self._idem_key(tenant_id, idempotency_key)))
+
     def get(self, job_id: str) -> JobRecord:
         with redis_errors(f"read job {job_id}"):
             raw = cast(dict[str, str], self._r.hgetall(self._key(job_id)))
