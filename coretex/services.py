@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from coretex.config import ConfigService
 from coretex.kernel.client import KernelClient
-from coretex.scheduler.routing import PoolRouter
+from coretex.scheduler.routing_table import RoutingTable
 from coretex.settings import Settings
 from coretex.store import DLQStore, JobStore, PointerStore, connect
 from coretex.store.artifacts import ArtifactStore
@@ -61,10 +62,17 @@ class Services:
         return KernelClient(self.settings.kernel_addr, self.settings.kernel_timeout_s)
 
     @cached_property
-    def router(self) -> PoolRouter:
-        return PoolRouter.from_file(self.settings.config_dir / "pools.yaml")
+    def config(self) -> ConfigService:
+        return ConfigService(self.redis, self.settings)
+
+    @cached_property
+    def router(self) -> RoutingTable:
+        """Topic -> pool routing of the effective config, following its changes live."""
+        return RoutingTable(self.redis, self.settings)
 
     def close(self) -> None:
+        if "router" in self.__dict__:
+            self.router.close()
         if "kernel" in self.__dict__:
             self.kernel.close()
         if "redis" in self.__dict__:

@@ -68,8 +68,10 @@ def control(concurrency: int, log_level: str) -> None:
     """Run the control worker: scheduler tasks on the <namespace>.control queue."""
     from coretex.celery_app import create_app
 
+    _logging(log_level)
     settings = _settings()
     _require_compatible_store(settings)
+    _load_base_config(settings)
     create_app(settings).worker_main([
         "worker", "-Q", settings.control_queue, "-n", f"control.{settings.namespace}@%h",
         "-c", str(concurrency), "--loglevel", log_level.upper(),
@@ -100,6 +102,7 @@ def worker(pool: str, app_ref: str, concurrency: int, log_level: str) -> None:
     from coretex.sdk import Worker
     from coretex.sdk._runtime import activate
 
+    _logging(log_level)
     settings = _settings()
     sdk_worker = _load_worker(app_ref)
     if not isinstance(sdk_worker, Worker):
@@ -155,6 +158,19 @@ def _require_compatible_store(settings: Settings) -> None:
         ensure_compatible(connect(settings), settings)
     except CoretexError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _load_base_config(settings: Settings) -> None:
+    """Publish config/*.yaml as the system base (a no-op when the content is unchanged)."""
+    from coretex.config import ConfigService
+    from coretex.store import connect
+
+    try:
+        snapshot = ConfigService(connect(settings), settings).load_base(settings.config_dir)
+    except CoretexError as exc:
+        raise click.ClickException(f"cannot load base config from {settings.config_dir}: {exc}") from exc
+    logging.getLogger("coretex.config").info("effective config version %s sha256 %s",
+                                             snapshot.version, snapshot.sha256[:12])
 
 
 @main.command()

@@ -197,3 +197,20 @@ def test_kernel_unreachable_denies_instead_of_running(
     assert record.state is JobState.DENIED
     assert record.error_code == "KERNEL_UNAVAILABLE"
     assert "RUNNING" not in states
+
+
+def test_running_scheduler_routes_by_a_new_pack_overlay_within_two_seconds(stack: Stack) -> None:
+    before = stack.wait_terminal(stack.submit("job.overlay.demo"))
+    assert before.error_code == "no_pool_mapping"
+
+    snapshot = stack.services.config.set(
+        "pack", "overlay-demo", {"pools": {"topics": {"job.overlay.demo": "idle"}}},
+        author="test", message="map job.overlay.demo to the idle pool",
+    )
+
+    eventually(lambda: f"routing switched to config version {snapshot.version}" in stack.processes.log("control"),
+               timeout=2.0, message="the control worker to switch to the new config")
+    job_id = stack.submit("job.overlay.demo")
+    record = eventually(lambda: (r := stack.services.jobs.get(job_id)).state is JobState.DISPATCHED and r,
+                        message="the job to be dispatched by the new routing")
+    assert record.pool == "idle"

@@ -8,6 +8,7 @@ from typing import Any
 from flask.views import MethodView
 
 from coretex import __version__
+from coretex.errors import CoretexError
 from coretex.gateway.auth import READ_ROLES, require_role
 from coretex.gateway.blueprint import Blueprint
 from coretex.gateway.context import current_services
@@ -51,7 +52,12 @@ class Status(MethodView):
 
 
 def _pools(services: Services) -> list[dict[str, Any]]:
+    """The pools of the effective config; none while the store cannot be read (status still answers)."""
+    try:
+        pools = services.router.pools
+    except CoretexError:
+        return []
     return [
         {"name": pool.name, "capabilities": sorted(pool.capabilities), "queue": services.settings.pool_queue(pool.name)}
-        for pool in sorted(services.router.pools.values(), key=lambda p: p.name)
+        for pool in sorted(pools.values(), key=lambda p: p.name)
     ]
