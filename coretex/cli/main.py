@@ -23,10 +23,9 @@ def _settings() -> Settings:
 
 
 def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-    )
+    from coretex.observability import configure_logging
+
+    configure_logging(level)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

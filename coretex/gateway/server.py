@@ -29,7 +29,10 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]  # gunicorn is untyp
 
     def load(self) -> Flask:
         from coretex.gateway.app import create_app
+        from coretex.observability import redact_logger_handlers
 
+        # Runs in each worker after gunicorn configured its loggers, which do not propagate to root.
+        redact_logger_handlers("gunicorn.error", "gunicorn.access")
         return create_app(self._settings)
 
 

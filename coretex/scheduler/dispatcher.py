@@ -14,14 +14,18 @@ from coretex.agent.v1 import buspacket_pb2
 from coretex.bus import EXECUTE_TASK, send_packet
 from coretex.model.dlq import DLQEntry
 from coretex.model.job import JobRecord, JobState
-from coretex.scheduler.pipeline import Dispatch, PolicyCheck, Routing, Stage, Verdict, run_stages
+from coretex.scheduler.pipeline import Dispatch, PolicyCheck, Routing, SecretDetection, Stage, Verdict, run_stages
 from coretex.services import Services
 
 log = logging.getLogger(__name__)
 
 
 def default_stages(services: Services) -> list[Stage]:
-    return [PolicyCheck(services.kernel.check), Routing(services.router.route)]
+    return [
+        SecretDetection(services.pointers.get_json),
+        PolicyCheck(services.kernel.check),
+        Routing(services.router.route),
+    ]
 
 
 def dispatch_job(services: Services, packet: buspacket_pb2.BusPacket) -> JobState:

@@ -35,6 +35,20 @@ def meta_message(meta: JobMeta) -> job_pb2.JobMetadata:
     return message
 
 
+def meta_from_message(meta: job_pb2.JobMetadata) -> JobMeta:
+    return JobMeta(
+        tenant_id=meta.tenant_id,
+        actor_id=meta.actor_id,
+        actor_type=job_pb2.ActorType.Name(meta.actor_type).removeprefix("ACTOR_TYPE_").lower(),
+        idempotency_key=meta.idempotency_key,
+        capability=meta.capability,
+        risk_tags=tuple(meta.risk_tags),
+        requires=tuple(meta.requires),
+        pack_id=meta.pack_id,
+        labels=dict(meta.labels),
+    )
+
+
 def job_request_packet(record: JobRecord, *, sender_id: str) -> buspacket_pb2.BusPacket:
     request = job_pb2.JobRequest(
         job_id=record.job_id,

@@ -1,6 +1,6 @@
 """The dispatch pipeline: a chain of small stages every job passes before it may run.
 
-    policy check (kernel) -> routing -> publish
+    secret detection -> policy check (kernel) -> routing -> publish
 
 Each stage looks at a :class:`Dispatch` and either lets it through (returns ``None``, possibly
 after recording what it decided on it) or stops it with a :class:`Verdict` saying how the job
@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from coretex.agent.v1 import job_pb2, safety_pb2
 from coretex.errors import KernelUnavailableError, RoutingError
 from coretex.model.job import JobRecord, JobState
-from coretex.scheduler.packets import policy_request
+from coretex.scheduler.packets import meta_from_message, policy_request
+from coretex.secrets import detect_secrets, mark_job
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +35,19 @@ class Dispatch:
     reason: str = ""
     policy_snapshot: str = ""
     pool: str = ""
-    notes: dict[str, str] = field(default_factory=dict)
+    meta_changed: bool = False
 
-    def decision_fields(self) -> dict[str, str]:
-        return {
+    def decision_fields(self) -> dict[str, Any]:
+        """Record fields the pipeline decided, written with the job's next state."""
+        fields: dict[str, Any] = {
             "decision": self.decision,
             "rule_id": self.rule_id,
             "reason": self.reason,
             "policy_snapshot": self.policy_snapshot,
         }
+        if self.meta_changed:
+            fields["meta"] = meta_from_message(self.request.meta)
+        return fields
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,35 @@ class Stage(Protocol):
     name: str
 
     def __call__(self, dispatch: Dispatch) -> Verdict | None: ...
+
+
+class SecretDetection:
+    """Tag jobs that carry secrets (references or credential shapes) so policy can block them.
+
+    Adds risk tag ``secrets`` and label ``secrets_present=true`` to the job's metadata (never
+    removes a tag the client set). The values themselves are never copied anywhere.
+    """
+
+    name = "secrets"
+
+    def __init__(self, load_input: Callable[[str, str], Any]) -> None:
+        self._load_input = load_input
+
+    def __call__(self, dispatch: Dispatch) -> Verdict | None:
+        request = dispatch.request
+        payload = self._load_input(request.context_ptr, dispatch.record.tenant_id)
+        finding = detect_secrets(payload, labels=dict(request.meta.labels))
+        if not finding.present:
+            return None
+        tags, labels = mark_job(request.meta.risk_tags, request.meta.labels, finding)
+        del request.meta.risk_tags[:]
+        request.meta.risk_tags.extend(tags)
+        request.meta.labels.clear()
+        request.meta.labels.update(labels)
+        request.labels.update(labels)
+        dispatch.meta_changed = True
+        log.info("job %s carries secrets at %s", dispatch.record.job_id, ", ".join(finding.paths) or "labels")
+        return None
 
 
 class PolicyCheck:

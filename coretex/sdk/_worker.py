@@ -12,9 +12,11 @@ from typing import Any
 from coretex.agent.v1 import buspacket_pb2, job_pb2
 from coretex.bus import RESULT_TASK, send_packet
 from coretex.errors import CoretexError, IllegalTransitionError, NotFoundError
-from coretex.model.job import JobMeta, JobState
+from coretex.model.job import JobState
 from coretex.protocol.envelope import new_packet
+from coretex.scheduler.packets import meta_from_message
 from coretex.sdk._context import JobContext
+from coretex.secrets import redact_text
 from coretex.services import Services
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,7 @@ class Worker:
                 topic=request.topic,
                 trace_id=trace_id,
                 input=services.pointers.get_json(request.context_ptr, tenant),
-                meta=_meta(request.meta),
+                meta=meta_from_message(request.meta),
             )
             output = handler(job)
             pointer = services.pointers.put_result(request.job_id, tenant, output)
@@ -86,22 +88,10 @@ class Worker:
             log.exception("job %s failed in handler", request.job_id)
             result.status = job_pb2.JOB_STATUS_FAILED
             result.error_code = getattr(exc, "code", "") or "handler_error"
-            result.error_message = f"{exc.__class__.__name__}: {exc}"
+            # Handlers echo their inputs in errors; the record, DLQ and timeline keep only the redacted text.
+            result.error_message = redact_text(f"{exc.__class__.__name__}: {exc}")
             return result
         result.status = job_pb2.JOB_STATUS_SUCCEEDED
         result.result_ptr = pointer.uri
         return result
 
-
-def _meta(meta: job_pb2.JobMetadata) -> JobMeta:
-    return JobMeta(
-        tenant_id=meta.tenant_id,
-        actor_id=meta.actor_id,
-        actor_type=job_pb2.ActorType.Name(meta.actor_type).removeprefix("ACTOR_TYPE_").lower(),
-        idempotency_key=meta.idempotency_key,
-        capability=meta.capability,
-        risk_tags=tuple(meta.risk_tags),
-        requires=tuple(meta.requires),
-        pack_id=meta.pack_id,
-        labels=dict(meta.labels),
-    )

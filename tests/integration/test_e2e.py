@@ -214,3 +214,29 @@ def test_running_scheduler_routes_by_a_new_pack_overlay_within_two_seconds(stack
     record = eventually(lambda: (r := stack.services.jobs.get(job_id)).state is JobState.DISPATCHED and r,
                         message="the job to be dispatched by the new routing")
     assert record.pool == "idle"
+
+
+def test_job_carrying_a_secret_reference_is_tagged_for_policy(stack: Stack) -> None:
+    job_id = stack.submit("job.echo", {"db": "secret://vault/prod/db#password", "n": 1}, tenant_id="acme")
+
+    record = stack.wait_terminal(job_id)
+
+    assert "secrets" in record.meta.risk_tags
+    assert record.meta.labels.get("secrets_present") == "true"
+    # the reference itself travels untouched (it is not a secret, only a pointer to one)
+    assert stack.services.pointers.get_json(record.result_ptr, "acme")["db"] == "secret://vault/prod/db#password"
+
+
+def test_secrets_in_a_failing_handler_never_reach_logs_record_or_dlq(stack: Stack) -> None:
+    token = "ghp_" + "Z9" * 18  # a GitHub token shape
+    job_id = stack.submit("job.echo", {"fail": f"could not push with {token}"})
+
+    record = stack.wait_terminal(job_id)
+
+    assert record.state is JobState.FAILED
+    assert token not in record.error_message
+    assert "[REDACTED:" in record.error_message
+    assert token not in stack.services.dlq.get(job_id).error_message
+    eventually(lambda: job_id in stack.processes.log("echo"), message="the failure to be logged")
+    assert token not in stack.processes.log("echo")
+    assert token not in stack.processes.log("control")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PURE_PACKAGES = ("coretex.protocol", "coretex.model", "coretex.workflow", "coretex.policy")
+PURE_PACKAGES = ("coretex.protocol", "coretex.model", "coretex.workflow", "coretex.policy", "coretex.secrets")
 FORBIDDEN = ("redis", "celery", "kombu", "flask", "flask_smorest", "grpc")
 
 _PROBE = """
