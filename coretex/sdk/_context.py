@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from coretex.model.job import JobMeta
+from coretex.secrets import redact, redact_text
+
+ArtifactWriter = Callable[[bytes, str, str, Mapping[str, str]], str]
+"""(content, content_type, retention, labels) -> artifact pointer URI."""
+
+_TEXT_TYPES = ("text/", "application/json", "application/x-ndjson", "application/yaml")
 
 
 @dataclass(frozen=True)
@@ -16,3 +23,34 @@ class JobContext:
     input: Any
     """The job input, already read from its ctx: pointer."""
     meta: JobMeta
+    redaction_level: str = "standard"
+    """How hard evidence is scrubbed before it is stored: ``none``, ``standard`` or ``strict``."""
+    write_artifact: ArtifactWriter | None = field(default=None, repr=False)
+    artifact_ptrs: list[str] = field(default_factory=list)
+    """Pointers of the artifacts this job stored, reported in its JobResult."""
+
+    def redact(self, value: Any) -> Any:
+        """``value`` with secrets replaced by ``[REDACTED:<kind>]`` markers, at the job's level."""
+        return redact(value, self.redaction_level)
+
+    def put_artifact(
+        self,
+        content: bytes | str,
+        *,
+        content_type: str = "text/plain",
+        retention: str = "standard",
+        labels: Mapping[str, str] | None = None,
+    ) -> str:
+        """Store evidence (logs, diffs, reports) and return its ``redis://art:`` pointer.
+
+        Text content (``str``, or bytes of a text/JSON/YAML content type) is redacted at the job's
+        redaction level first; binary content is stored as given.
+        """
+        if self.write_artifact is None:
+            raise RuntimeError("this JobContext has no artifact store (run the handler through a coretex Worker)")
+        if isinstance(content, str) or content_type.startswith(_TEXT_TYPES):
+            text = content if isinstance(content, str) else content.decode("utf-8", errors="replace")
+            content = redact_text(text, self.redaction_level).encode("utf-8")
+        pointer = self.write_artifact(content, content_type, retention, dict(labels or {}))
+        self.artifact_ptrs.append(pointer)
+        return pointer

@@ -6,7 +6,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from coretex.agent.v1 import buspacket_pb2, job_pb2
@@ -15,9 +15,10 @@ from coretex.errors import CoretexError, IllegalTransitionError, NotFoundError
 from coretex.model.job import JobState
 from coretex.protocol.envelope import new_packet
 from coretex.scheduler.packets import meta_from_message
-from coretex.sdk._context import JobContext
+from coretex.sdk._context import ArtifactWriter, JobContext
 from coretex.secrets import redact_text
 from coretex.services import Services
+from coretex.store.artifacts import ArtifactMetadata
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class Worker:
                 trace_id=trace_id,
                 input=services.pointers.get_json(request.context_ptr, tenant),
                 meta=meta_from_message(request.meta),
+                write_artifact=_artifact_writer(services, tenant, request.job_id),
             )
             output = handler(job)
             pointer = services.pointers.put_result(request.job_id, tenant, output)
@@ -93,5 +95,15 @@ class Worker:
             return result
         result.status = job_pb2.JOB_STATUS_SUCCEEDED
         result.result_ptr = pointer.uri
+        result.artifact_ptrs.extend(job.artifact_ptrs)
         return result
+
+
+def _artifact_writer(services: Services, tenant: str, job_id: str) -> ArtifactWriter:
+    def write(content: bytes, content_type: str, retention: str, labels: Mapping[str, str]) -> str:
+        metadata = ArtifactMetadata(tenant=tenant, retention=retention, content_type=content_type,
+                                    labels={**labels, "job_id": job_id})
+        return services.artifacts.put_artifact(content, metadata).uri
+
+    return write
 

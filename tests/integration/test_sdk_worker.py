@@ -1,0 +1,86 @@
+"""The SDK's job runtime, driven in-process against a real redis-server (no broker consumer)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from coretex.agent.v1 import job_pb2
+from coretex.model.job import JobMeta, JobState
+from coretex.scheduler.packets import job_request_packet
+from coretex.scheduler.submit import SubmitRequest, submit_job
+from coretex.sdk import JobContext, Worker
+from coretex.services import Services
+from coretex.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "ghp_" + "Ab3" * 12
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    svc = Services(settings)
+    yield svc
+    svc.app.close()
+    svc.close()
+
+
+def _dispatched(services: Services, topic: str, payload: object) -> job_pb2.JobRequest:
+    job_id = submit_job(services, SubmitRequest(topic, payload, JobMeta(tenant_id="acme"))).job_id
+    services.jobs.transition(job_id, JobState.SCHEDULED)
+    services.jobs.transition(job_id, JobState.DISPATCHED)
+    return job_request_packet(services.jobs.get(job_id), sender_id="test")
+
+
+def test_handler_artifacts_are_redacted_stored_for_the_tenant_and_reported(services: Services) -> None:
+    worker = Worker(pool="evidence")
+
+    @worker.handler("job.evidence.collect")
+    def collect(job: JobContext) -> dict[str, str]:
+        log_ptr = job.put_artifact(f"deploy log\nAuthorization: Bearer {TOKEN}\ndone\n", retention="short")
+        blob_ptr = job.put_artifact(b"\x00\x01binary", content_type="application/octet-stream")
+        return {"log": log_ptr, "blob": blob_ptr}
+
+    packet = _dispatched(services, "job.evidence.collect", {})
+    result = worker.execute(services, packet)
+
+    assert result.status == job_pb2.JOB_STATUS_SUCCEEDED
+    assert len(result.artifact_ptrs) == 2
+    log_ptr, blob_ptr = result.artifact_ptrs
+    stored = services.artifacts.get_artifact(log_ptr, "acme").decode()
+    assert TOKEN not in stored and "[REDACTED:" in stored and "deploy log" in stored
+    assert services.artifacts.get_artifact(blob_ptr, "acme") == b"\x00\x01binary"  # binary untouched
+    info = services.artifacts.head_artifact(log_ptr, "acme")
+    assert info.retention == "short" and info.labels["job_id"] == packet.job_request.job_id
+    assert services.jobs.get(packet.job_request.job_id).state is JobState.RUNNING  # result applied by control
+
+
+def test_unknown_topic_on_a_pool_fails_with_no_handler(services: Services) -> None:
+    worker = Worker(pool="evidence")
+    packet = _dispatched(services, "job.evidence.other", {})
+
+    result = worker.execute(services, packet)
+
+    assert result.status == job_pb2.JOB_STATUS_FAILED
+    assert result.error_code == "no_handler"
+
+
+def test_a_job_that_already_ended_is_not_run_again(services: Services) -> None:
+    calls: list[str] = []
+    worker = Worker(pool="evidence")
+    worker.handler("job.evidence.once")(lambda job: calls.append(job.job_id))
+    packet = _dispatched(services, "job.evidence.once", {})
+    services.jobs.transition(packet.job_request.job_id, JobState.CANCELLED)
+
+    worker.execute(services, packet)
+
+    assert calls == []
+
+
+def test_a_topic_cannot_get_two_handlers() -> None:
+    worker = Worker(pool="evidence")
+    worker.handler("job.x")(lambda job: None)
+    with pytest.raises(ValueError, match="already has a handler"):
+        worker.handler("job.x")(lambda job: None)
