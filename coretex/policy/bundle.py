@@ -1,4 +1,4 @@
-"""Policy bundles: YAML text -> validated, frozen rules.
+"""Policy bundles: YAML text -> validated, frozen rules (and the bundle's own tests).
 
 A bundle looks like::
 
@@ -6,50 +6,75 @@ A bundle looks like::
     default_decision: deny           # allow | deny; optional, defaults to deny
     rules:
       - id: deny-destructive         # unique across every loaded bundle
-        match:                       # every listed criterion must hold (at least one is required)
-          topics: ["job.danger.*"]   # fnmatch-style globs, case-sensitive; any one may match
-          tenants: ["acme"]          # exact tenant ids; any one may match
-        decision: deny               # allow | deny (the other decision kinds are not supported yet)
+        match:                       # every listed criterion must hold (see coretex.policy.match)
+          topics: ["job.danger.*"]
+        decision: deny               # allow | deny | require_approval | allow_with_constraints | throttle
         reason: destructive topics are blocked
+        enforcement: soft            # hard (default) | soft | advisory | shadow (see Enforcement)
+        remediations:                # deny rules only: safer alternatives sent with the decision
+          - id: use-dry-run
+            title: Run it as a dry run
+            summary: the dry-run topic shows what would be deleted
+            replacement_topic: job.danger.rm.dry-run
+            replacement_capability: fs.read
+            add_labels: {dry_run: "true"}
+            remove_labels: [force]
+      - id: constrain-repo-writes
+        match: {topics: ["job.repo.*"]}
+        decision: allow_with_constraints
+        reason: repo writes run sandboxed
+        constraints: {sandbox: {isolated: true}, diff: {max_files: 10}}   # see coretex.policy.constraints
+    tests:                           # see coretex.policy.bundle_tests
+      - name: rm is denied
+        request: {topic: job.danger.rm}
+        expect: deny
+        expect_rule_id: deny-destructive
 
-Parsing is strict: unknown keys, duplicate keys, wrong types, empty lists and duplicate rule ids
-are errors, and every :class:`~coretex.errors.PolicyError` names the bundle, the rule (id and
-index) and the field, so an operator can fix the file without guessing.
+Parsing is strict: unknown keys, duplicate keys, wrong types, empty lists, duplicate rule ids and
+``when`` expressions that do not compile are errors, and every :class:`~coretex.errors.PolicyError`
+names the bundle, the rule (id and index) and the field. Further consistency checks: constraints
+are not allowed on deny rules (nothing runs), ``allow_with_constraints`` needs constraints,
+remediations and ``soft`` enforcement need a deny rule.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, NoReturn
-
-import yaml
+from typing import Any
 
 from coretex.errors import PolicyError
-from coretex.policy.decision import DecisionKind
+from coretex.policy._parsing import (
+    Where,
+    check_keys,
+    choice,
+    load_yaml,
+    mapping,
+    optional_string,
+    string,
+    string_list,
+    string_map,
+)
+from coretex.policy.bundle_tests import BundleTest, parse_bundle_tests
+from coretex.policy.constraints import NO_CONSTRAINTS, Constraints, parse_constraints
+from coretex.policy.decision import (
+    DEFAULT_DECISIONS,
+    RULE_DECISIONS,
+    DecisionKind,
+    Enforcement,
+    Remediation,
+    parse_decision,
+)
+from coretex.policy.match import RuleMatch, parse_match
 
-_BUNDLE_KEYS = frozenset({"version", "default_decision", "rules"})
-_RULE_KEYS = frozenset({"id", "match", "decision", "reason"})
-_MATCH_KEYS = frozenset({"topics", "tenants"})
-RULE_DECISIONS = (DecisionKind.ALLOW, DecisionKind.DENY)
-"""Decision kinds a rule may use today."""
-DEFAULT_DECISIONS = (DecisionKind.ALLOW, DecisionKind.DENY)
-"""Values ``default_decision`` may take."""
+_BUNDLE_KEYS = frozenset({"version", "default_decision", "rules", "tests"})
+_RULE_KEYS = frozenset({"id", "match", "decision", "reason", "constraints", "remediations", "enforcement"})
+_REQUIRED_RULE_KEYS = ("decision", "id", "match", "reason")
+_REMEDIATION_KEYS = frozenset(
+    {"id", "title", "summary", "replacement_topic", "replacement_capability", "add_labels", "remove_labels"}
+)
 _RULE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-
-
-@dataclass(frozen=True)
-class RuleMatch:
-    """The conditions of a rule. An empty tuple means "no condition on this field"."""
-
-    topics: tuple[str, ...] = ()
-    """Topic globs (fnmatchcase); the rule matches when any one matches the request topic."""
-    tenants: tuple[str, ...] = ()
-    """Exact tenant ids; the rule matches when the request tenant is one of them."""
-
-    def canonical(self) -> dict[str, Any]:
-        return {"topics": sorted(set(self.topics)), "tenants": sorted(set(self.tenants))}
 
 
 @dataclass(frozen=True)
@@ -62,14 +87,25 @@ class Rule:
     reason: str
     source: str
     """Name of the bundle the rule came from (for messages; not part of the snapshot hash)."""
+    constraints: Constraints = NO_CONSTRAINTS
+    remediations: tuple[Remediation, ...] = ()
+    enforcement: Enforcement = Enforcement.HARD
 
     def canonical(self) -> dict[str, Any]:
-        return {
+        # Optional parts only when set, so snapshot ids of bundles that do not use them are unchanged.
+        out: dict[str, Any] = {
             "id": self.id,
             "match": self.match.canonical(),
             "decision": self.decision.value,
             "reason": self.reason,
         }
+        if not self.constraints.is_empty:
+            out["constraints"] = self.constraints.canonical()
+        if self.remediations:
+            out["remediations"] = [r.canonical() for r in self.remediations]
+        if self.enforcement is not Enforcement.HARD:
+            out["enforcement"] = self.enforcement.value
+        return out
 
 
 @dataclass(frozen=True)
@@ -81,9 +117,10 @@ class Bundle:
     version: int
     default_decision: DecisionKind
     rules: tuple[Rule, ...]
+    tests: tuple[BundleTest, ...] = ()
 
     def canonical(self) -> dict[str, Any]:
-        """Content only, order-free: rule order and the bundle name do not change the meaning."""
+        """Content that decides, order-free: rule order, the bundle name and its tests do not count."""
         return {
             "version": self.version,
             "default_decision": self.default_decision.value,
@@ -91,126 +128,92 @@ class Bundle:
         }
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses duplicate mapping keys (PyYAML silently keeps the last)."""
+def _parse_remediation(value: Any, where: Where, field: str) -> Remediation:
+    data = mapping(value, where, field, _REMEDIATION_KEYS)
+    for required in ("id", "title"):
+        if required not in data:
+            where.fail(f"{field}.{required}", "is required")
+    return Remediation(
+        id=string(data["id"], where, f"{field}.id"),
+        title=string(data["title"], where, f"{field}.title"),
+        summary=optional_string(data, "summary", where, f"{field}."),
+        replacement_topic=optional_string(data, "replacement_topic", where, f"{field}."),
+        replacement_capability=optional_string(data, "replacement_capability", where, f"{field}."),
+        add_labels=string_map(data["add_labels"], where, f"{field}.add_labels") if "add_labels" in data else (),
+        remove_labels=(
+            string_list(data["remove_labels"], where, f"{field}.remove_labels") if "remove_labels" in data else ()
+        ),
+    )
 
 
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        try:
-            duplicate = key in seen
-        except TypeError:  # unhashable key: let the default constructor report it
-            duplicate = False
-        if duplicate:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-class _Where:
-    """Names the place an error is about: bundle, rule (id and index) and field."""
-
-    def __init__(self, source: str, index: int | None = None, rule_id: str | None = None) -> None:
-        self.source, self.index, self.rule_id = source, index, rule_id
-
-    def fail(self, field: str, problem: str) -> NoReturn:
-        where = f"policy bundle {self.source!r}"
-        if self.index is not None:
-            rule = f"rules[{self.index}]"
-            if self.rule_id is not None:
-                rule += f" (id {self.rule_id!r})"
-            where += f", {rule}"
-        raise PolicyError(f"{where}, field {field!r}: {problem}")
-
-
-def _check_keys(data: Mapping[Any, Any], allowed: frozenset[str], where: _Where, prefix: str) -> None:
-    for key in data:
-        if key not in allowed:
-            field = f"{prefix}{key}" if isinstance(key, str) else f"{prefix}{key!r}"
-            where.fail(field, f"unknown key (allowed: {', '.join(sorted(allowed))})")
-
-
-def _string(value: Any, where: _Where, field: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        where.fail(field, f"must be a non-empty string, got {value!r}")
-    return value
-
-
-def _string_list(value: Any, where: _Where, field: str) -> tuple[str, ...]:
+def _parse_remediations(value: Any, where: Where) -> tuple[Remediation, ...]:
     if not isinstance(value, list) or not value:
-        where.fail(field, f"must be a non-empty list of strings, got {value!r}")
-    return tuple(_string(item, where, f"{field}[{i}]") for i, item in enumerate(value))
+        where.fail("remediations", f"must be a non-empty list of remediations, got {value!r}")
+    remediations = tuple(_parse_remediation(item, where, f"remediations[{i}]") for i, item in enumerate(value))
+    ids = [r.id for r in remediations]
+    for i, rid in enumerate(ids):
+        if rid in ids[:i]:
+            where.fail(f"remediations[{i}].id", f"duplicate remediation id {rid!r}")
+    return remediations
 
 
-def _decision(value: Any, allowed: tuple[DecisionKind, ...], where: _Where, field: str) -> DecisionKind:
-    expected = ", ".join(kind.value for kind in allowed)
-    if not isinstance(value, str):
-        where.fail(field, f"must be one of {expected}, got {value!r}")
-    try:
-        kind = DecisionKind(value)
-    except ValueError:
-        where.fail(field, f"unknown decision {value!r} (expected one of {expected})")
-    if kind not in allowed:
-        where.fail(field, f"decision {value!r} is not supported yet (supported: {expected})")
-    return kind
-
-
-def _parse_match(value: Any, where: _Where) -> RuleMatch:
-    if not isinstance(value, dict):
-        where.fail("match", f"must be a mapping with {' and/or '.join(sorted(_MATCH_KEYS))}, got {value!r}")
-    _check_keys(value, _MATCH_KEYS, where, "match.")
-    if not value:
-        where.fail("match", f"needs at least one of {', '.join(sorted(_MATCH_KEYS))}")
-    topics = _string_list(value["topics"], where, "match.topics") if "topics" in value else ()
-    tenants = _string_list(value["tenants"], where, "match.tenants") if "tenants" in value else ()
-    return RuleMatch(topics=topics, tenants=tenants)
+def _check_consistency(rule: Rule, data: dict[str, Any], where: Where) -> None:
+    is_deny = rule.decision is DecisionKind.DENY
+    if "constraints" in data and is_deny:
+        where.fail("constraints", "a deny rule runs nothing, so constraints would never apply")
+    if rule.decision is DecisionKind.ALLOW_WITH_CONSTRAINTS and rule.constraints.is_empty:
+        where.fail("constraints", "is required with decision allow_with_constraints")
+    if rule.remediations and not is_deny:
+        where.fail("remediations", "are only offered by deny rules")
+    if rule.enforcement is Enforcement.SOFT and not is_deny:
+        where.fail("enforcement", "soft only applies to deny rules (it turns a deny into require_approval)")
 
 
 def _parse_rule(value: Any, source: str, index: int) -> Rule:
-    where = _Where(source, index)
+    where = Where(source, "rules", index)
     if not isinstance(value, dict):
         where.fail("rules", f"each rule must be a mapping, got {value!r}")
     rule_id = value.get("id")
     if isinstance(rule_id, str) and rule_id:
-        where.rule_id = rule_id
-    _check_keys(value, _RULE_KEYS, where, "")
-    for required in sorted(_RULE_KEYS):
+        where.item(rule_id)
+    check_keys(value, _RULE_KEYS, where, "")
+    for required in _REQUIRED_RULE_KEYS:
         if required not in value:
             where.fail(required, "is required")
-    rule_id = _string(value["id"], where, "id")
+    rule_id = string(value["id"], where, "id")
     if not _RULE_ID_RE.match(rule_id):
         where.fail("id", f"must match {_RULE_ID_RE.pattern}, got {rule_id!r}")
-    return Rule(
+    rule = Rule(
         id=rule_id,
-        match=_parse_match(value["match"], where),
-        decision=_decision(value["decision"], RULE_DECISIONS, where, "decision"),
-        reason=_string(value["reason"], where, "reason").strip(),
+        match=parse_match(value["match"], where),
+        decision=parse_decision(value["decision"], RULE_DECISIONS, where, "decision"),
+        reason=string(value["reason"], where, "reason").strip(),
         source=source,
+        constraints=parse_constraints(value["constraints"], where) if "constraints" in value else NO_CONSTRAINTS,
+        remediations=_parse_remediations(value["remediations"], where) if "remediations" in value else (),
+        enforcement=(
+            choice(value["enforcement"], Enforcement, where, "enforcement")
+            if "enforcement" in value
+            else Enforcement.HARD
+        ),
     )
+    _check_consistency(rule, value, where)
+    return rule
 
 
 def parse_bundle(name: str, text: str) -> Bundle:
     """Parse and validate one bundle; raise :class:`PolicyError` naming ``name``, rule and field."""
-    where = _Where(name)
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"policy bundle {name!r}: not valid YAML: {exc}") from exc
+    where = Where(name)
+    data = load_yaml(name, text)
     if not isinstance(data, dict):
         where.fail("<document>", f"must be a mapping with {', '.join(sorted(_BUNDLE_KEYS))}, got {data!r}")
-    _check_keys(data, _BUNDLE_KEYS, where, "")
+    check_keys(data, _BUNDLE_KEYS, where, "")
     if "version" not in data:
         where.fail("version", "is required")
     version = data["version"]
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         where.fail("version", f"must be a positive integer, got {version!r}")
-    default = _decision(data.get("default_decision", "deny"), DEFAULT_DECISIONS, where, "default_decision")
+    default = parse_decision(data.get("default_decision", "deny"), DEFAULT_DECISIONS, where, "default_decision")
     raw_rules = data.get("rules", [])
     if not isinstance(raw_rules, list):
         where.fail("rules", f"must be a list of rules, got {raw_rules!r}")
@@ -218,10 +221,12 @@ def parse_bundle(name: str, text: str) -> Bundle:
     first_index: dict[str, int] = {}
     for i, rule in enumerate(rules):
         if rule.id in first_index:
-            first = first_index[rule.id]
-            _Where(name, i, rule.id).fail("id", f"duplicate rule id (first used by rules[{first}])")
+            dup = Where(name, "rules", i)
+            dup.item(rule.id)
+            dup.fail("id", f"duplicate rule id (first used by rules[{first_index[rule.id]}])")
         first_index[rule.id] = i
-    return Bundle(name=name, version=version, default_decision=default, rules=rules)
+    tests = parse_bundle_tests(data["tests"], name) if "tests" in data else ()
+    return Bundle(name=name, version=version, default_decision=default, rules=rules, tests=tests)
 
 
 def check_unique_rule_ids(bundles: Iterable[Bundle]) -> None:
@@ -234,9 +239,9 @@ def check_unique_rule_ids(bundles: Iterable[Bundle]) -> None:
         names.add(bundle.name)
         for index, rule in enumerate(bundle.rules):
             if rule.id in owner:
-                _Where(bundle.name, index, rule.id).fail(
-                    "id", f"duplicate rule id (already defined in policy bundle {owner[rule.id]!r})"
-                )
+                where = Where(bundle.name, "rules", index)
+                where.item(rule.id)
+                where.fail("id", f"duplicate rule id (already defined in policy bundle {owner[rule.id]!r})")
             owner[rule.id] = bundle.name
 
 

@@ -165,6 +165,90 @@ def test_tenant_comes_from_tenant_or_meta(tenant_kernel: KernelServer) -> None:
         assert conflict.decision == DENY and "disagree" in conflict.reason
 
 
+# --- the full rule model over the wire --------------------------------------------------------------
+
+MODEL_BUNDLE = """
+version: 1
+rules:
+  - id: allow-jobs
+    match: {topics: ["job.*"]}
+    decision: allow
+    reason: jobs run
+  - id: constrain-repo
+    match: {topics: ["job.repo.*"]}
+    decision: allow_with_constraints
+    reason: repo jobs are sandboxed
+    constraints:
+      budgets: {max_runtime_ms: 60000, max_retries: 2}
+      sandbox: {network: egress-allowlist, allowlist: [git.example], read_write_paths: [/work]}
+      tools: [git]
+      diff: {max_files: 10, deny_paths: ["secrets/**"]}
+      redaction_level: strict
+  - id: prod-needs-a-human
+    match: {topics: ["job.*"], labels: {env: prod}}
+    decision: deny
+    enforcement: soft
+    reason: prod changes need approval
+    remediations:
+      - id: use-staging
+        title: Run against staging
+        replacement_topic: job.repo.push.staging
+        add_labels: {env: staging}
+  - id: expensive
+    match: {topics: ["job.*"], when: "request.estimated_cost > 100.0 && request.priority != 'critical'"}
+    decision: throttle
+    reason: expensive jobs wait
+"""
+
+
+@pytest.fixture
+def model_stub(tmp_path: Path) -> Iterator[safety_pb2_grpc.SafetyKernelStub]:
+    (tmp_path / "model.yaml").write_text(MODEL_BUNDLE)
+    with build_kernel(kernel_settings(tmp_path), "127.0.0.1:0") as server:
+        with grpc.insecure_channel(server.address) as chan:
+            yield safety_pb2_grpc.SafetyKernelStub(chan)
+
+
+def test_constraints_travel_over_grpc(model_stub: safety_pb2_grpc.SafetyKernelStub) -> None:
+    resp = model_stub.Check(req("job.repo.push"), timeout=5)
+    assert (resp.decision, resp.rule_id) == (safety_pb2.DECISION_TYPE_ALLOW_WITH_CONSTRAINTS, "constrain-repo")
+    assert not resp.approval_required and not resp.remediations
+    c = resp.constraints
+    assert (c.budgets.max_runtime_ms, c.budgets.max_retries, c.budgets.max_artifact_bytes) == (60000, 2, 0)
+    assert list(c.sandbox.network_allowlist) == ["git.example"] and not c.sandbox.isolated
+    assert (list(c.sandbox.fs_read_only), list(c.sandbox.fs_read_write)) == (["/"], ["/work"])
+    assert list(c.toolchain.allowed_tools) == ["git"] and list(c.toolchain.allowed_commands) == []
+    assert (c.diff.max_files, list(c.diff.deny_path_globs)) == (10, ["secrets/**"])
+    assert c.redaction_level == "strict"
+    plain = model_stub.Check(req("job.echo"), timeout=5)
+    assert plain.decision == ALLOW and not plain.HasField("constraints")
+
+
+def test_soft_deny_is_require_human_with_remediations(model_stub: safety_pb2_grpc.SafetyKernelStub) -> None:
+    resp = model_stub.Check(req("job.repo.push", labels={"env": "prod"}), timeout=5)
+    assert resp.decision == safety_pb2.DECISION_TYPE_REQUIRE_HUMAN and resp.approval_required
+    assert (resp.rule_id, resp.reason) == ("prod-needs-a-human", "prod changes need approval")
+    [remedy] = resp.remediations
+    assert (remedy.id, remedy.replacement_topic, dict(remedy.add_labels)) == (
+        "use-staging",
+        "job.repo.push.staging",
+        {"env": "staging"},
+    )
+    # the limits that apply once approved travel with the answer
+    assert list(resp.constraints.toolchain.allowed_tools) == ["git"]
+    explained = model_stub.Explain(req("job.repo.push", labels={"env": "prod"}), timeout=5)
+    assert "(soft deny)" in explained.reason and "label env is 'prod'" in explained.reason
+
+
+def test_when_clause_sees_priority_and_cost_from_the_wire(model_stub: safety_pb2_grpc.SafetyKernelStub) -> None:
+    costly = model_stub.Check(req("job.echo", estimated_cost=500.0), timeout=5)
+    assert (costly.decision, costly.rule_id) == (safety_pb2.DECISION_TYPE_THROTTLE, "expensive")
+    critical = model_stub.Check(
+        req("job.echo", estimated_cost=500.0, priority=job_pb2.JOB_PRIORITY_CRITICAL), timeout=5
+    )
+    assert (critical.decision, critical.rule_id) == (ALLOW, "allow-jobs")
+
+
 # --- the client -------------------------------------------------------------------------------------
 
 

@@ -28,9 +28,7 @@ from coretex.policy.evaluator import PRECEDENCE, literal_prefix
 BASE_YAML = Path(__file__).resolve().parents[2] / "policies" / "base.yaml"
 
 
-def rule(
-    rule_id: str, decision: str, topics: list[str] | None = None, tenants: list[str] | None = None
-) -> dict:
+def rule(rule_id: str, decision: str, topics: list[str] | None = None, tenants: list[str] | None = None) -> dict:
     match: dict[str, list[str]] = {}
     if topics is not None:
         match["topics"] = topics
@@ -191,6 +189,11 @@ TOPICS = [
 TENANTS = ["", "acme", "globex"]
 
 
+KINDS = ["allow", "deny", "require_approval", "allow_with_constraints", "throttle"]
+ENFORCEMENTS = ["hard", "soft", "advisory", "shadow"]
+RISKS: list[tuple[str, ...]] = [(), ("prod",), ("prod", "write")]
+
+
 @st.composite
 def rule_sets(draw: st.DrawFn) -> list[tuple[list[dict], str]]:
     ids = draw(st.lists(st.text("abcdefgh", min_size=1, max_size=3), min_size=1, max_size=10, unique=True))
@@ -200,7 +203,18 @@ def rule_sets(draw: st.DrawFn) -> list[tuple[list[dict], str]]:
         tenants = draw(st.none() | st.lists(st.sampled_from(TENANTS[1:]), min_size=1, max_size=2))
         if topics is None and tenants is None:
             topics = [draw(st.sampled_from(PATTERNS))]
-        rules.append(rule(rule_id, draw(st.sampled_from(["allow", "deny"])), topics, tenants))
+        kind = draw(st.sampled_from(KINDS))
+        r = rule(rule_id, kind, topics, tenants)
+        if draw(st.booleans()):
+            r["match"]["risk_tags"] = draw(st.lists(st.sampled_from(["prod", "write"]), min_size=1, max_size=2))
+        enforcement = draw(
+            st.sampled_from(ENFORCEMENTS if kind == "deny" else [e for e in ENFORCEMENTS if e != "soft"])
+        )
+        if enforcement != "hard":
+            r["enforcement"] = enforcement
+        if kind == "allow_with_constraints" or (kind != "deny" and draw(st.booleans())):
+            r["constraints"] = {"budgets": {"max_runtime_ms": draw(st.integers(1, 5))}}
+        rules.append(r)
     n_bundles = draw(st.integers(1, 3))
     owners = [draw(st.integers(0, n_bundles - 1)) for _ in rules]
     return [
@@ -212,27 +226,49 @@ def rule_sets(draw: st.DrawFn) -> list[tuple[list[dict], str]]:
     ]
 
 
-def reference_decision(bundles: list[tuple[list[dict], str]], topic: str, tenant: str) -> tuple[str, str]:
-    """A linear scan written from the rules in the spec, to check the indexed evaluator."""
+def reference_decision(
+    bundles: list[tuple[list[dict], str]], topic: str, tenant: str, risks: tuple[str, ...]
+) -> tuple[str, str, tuple[str, ...], tuple[str, ...], int | None]:
+    """A linear scan written from the combining rules in the spec, to check the indexed evaluator.
+
+    Returns (kind, rule_id, matched ids, shadow ids, merged max_runtime_ms).
+    """
     hits = [
         r
         for rules, _ in bundles
         for r in rules
         if any(fnmatchcase(topic, p) for p in r["match"].get("topics", ["*"]))
         and tenant in r["match"].get("tenants", [tenant])
+        and set(r["match"].get("risk_tags", risks or ["-"])) & set(risks or ["-"])
     ]
-    for kind in ("deny", "allow"):
-        ids = sorted(r["id"] for r in hits if r["decision"] == kind)
-        if ids:
-            return kind, ids[0]
-    return ("allow" if all(default == "allow" for _, default in bundles) else "deny"), ""
+    shadow = tuple(sorted(r["id"] for r in hits if r.get("enforcement") == "shadow"))
+    effective = [r for r in hits if r.get("enforcement") != "shadow"]
+
+    def effect(r: dict) -> str:
+        return {"soft": "require_approval", "advisory": "allow"}.get(r.get("enforcement", "hard"), r["decision"])
+
+    if not effective:
+        default = "allow" if all(d == "allow" for _, d in bundles) else "deny"
+        return default, "", (), shadow, None
+    order = ["deny", "require_approval", "throttle", "allow_with_constraints", "allow"]
+    kind = min((effect(r) for r in effective), key=order.index)
+    winner = min(
+        (r for r in effective if effect(r) == kind), key=lambda r: (r.get("enforcement") == "advisory", r["id"])
+    )
+    runtimes = [
+        r["constraints"]["budgets"]["max_runtime_ms"]
+        for r in effective
+        if "constraints" in r and r.get("enforcement", "hard") in ("hard", "soft")
+    ]
+    runtime = min(runtimes) if runtimes and kind != "deny" else None
+    if kind == "allow" and runtime is not None:
+        kind = "allow_with_constraints"
+    return kind, winner["id"], tuple(sorted(r["id"] for r in effective)), shadow, runtime
 
 
 @hyp_settings(max_examples=200, database=None, deadline=None)
 @given(bundles=rule_sets(), data=st.data())
-def test_decisions_ignore_rule_and_bundle_order(
-    bundles: list[tuple[list[dict], str]], data: st.DataObject
-) -> None:
+def test_decisions_ignore_rule_and_bundle_order(bundles: list[tuple[list[dict], str]], data: st.DataObject) -> None:
     original = policy(*bundles)
     shuffled_bundles = [(data.draw(st.permutations(rules)), default) for rules, default in bundles]
     shuffled_bundles = data.draw(st.permutations(shuffled_bundles))
@@ -240,9 +276,19 @@ def test_decisions_ignore_rule_and_bundle_order(
     assert shuffled.snapshot_id == original.snapshot_id
     for topic in TOPICS:
         for tenant in TENANTS:
-            expected = decide(original, topic, tenant)
-            assert decide(shuffled, topic, tenant) == expected
-            assert (expected.kind.value, expected.rule_id) == reference_decision(bundles, topic, tenant)
+            for risks in RISKS:
+                request = PolicyRequest(topic=topic, tenant=tenant, risk_tags=risks)
+                expected = original.evaluate(request)
+                assert shuffled.evaluate(request) == expected
+                assert original.explain(request).decision == expected
+                got = (
+                    expected.kind.value,
+                    expected.rule_id,
+                    expected.matched_rule_ids,
+                    expected.shadow_rule_ids,
+                    expected.constraints.budgets.max_runtime_ms,
+                )
+                assert got == reference_decision(bundles, topic, tenant, risks)
 
 
 # --- snapshot ids -----------------------------------------------------------------------------------
@@ -297,8 +343,8 @@ def with_rule(**changes: object) -> str:
     [
         (with_rule(colour="red"), ["rules[1] (id 'r1')", "'colour'", "unknown key"]),
         (with_rule(match={"topics": ["job.*"], "topic": ["x"]}), ["rules[1] (id 'r1')", "'match.topic'"]),
-        (with_rule(decision="throttle"), ["rules[1] (id 'r1')", "'decision'", "not supported yet"]),
-        (with_rule(decision="require_approval"), ["rules[1] (id 'r1')", "'decision'", "not supported yet"]),
+        (with_rule(decision="allow_with_constraints"), ["rules[1] (id 'r1')", "'constraints'", "is required"]),
+        (with_rule(enforcement="soft"), ["rules[1] (id 'r1')", "'enforcement'", "only applies to deny"]),
         (with_rule(decision="maybe"), ["rules[1] (id 'r1')", "'decision'", "unknown decision 'maybe'"]),
         (with_rule(decision=True), ["rules[1] (id 'r1')", "'decision'"]),
         (with_rule(id="r0"), ["rules[1] (id 'r0')", "'id'", "duplicate rule id", "rules[0]"]),
@@ -317,7 +363,7 @@ def with_rule(**changes: object) -> str:
         ("version: one\n", ["'version'", "positive integer"]),
         ("version: 0\n", ["'version'", "positive integer"]),
         ("version: true\n", ["'version'", "positive integer"]),
-        ("version: 1\ndefault_decision: throttle\n", ["'default_decision'", "not supported yet"]),
+        ("version: 1\ndefault_decision: throttle\n", ["'default_decision'", "must be one of allow, deny"]),
         ("version: 1\nrules: {id: x}\n", ["'rules'", "must be a list"]),
         ("version: 1\nrules: [just-a-string]\n", ["rules[0]", "'rules'", "must be a mapping"]),
         ("", ["'<document>'", "must be a mapping"]),
@@ -325,8 +371,7 @@ def with_rule(**changes: object) -> str:
         ("version: 1\nrules: [\n", ["not valid YAML"]),
         ("version: 1\nversion: 2\n", ["not valid YAML", "duplicate key 'version'"]),
         (
-            "version: 1\nrules:\n- id: a\n  decision: allow\n  decision: deny\n"
-            "  match: {topics: [x]}\n  reason: r\n",
+            "version: 1\nrules:\n- id: a\n  decision: allow\n  decision: deny\n  match: {topics: [x]}\n  reason: r\n",
             ["duplicate key 'decision'"],
         ),
     ],
