@@ -17,6 +17,7 @@ from coretex.kernel.client import KernelClient
 from coretex.scheduler.routing_table import RoutingTable
 from coretex.settings import Settings
 from coretex.store import DLQStore, JobStore, PointerStore, connect
+from coretex.store.approvals import ApprovalStore
 from coretex.store.artifacts import ArtifactStore
 
 if TYPE_CHECKING:
@@ -52,6 +53,10 @@ class Services:
     @cached_property
     def dlq(self) -> DLQStore:
         return DLQStore(self.redis, self.settings)
+
+    @cached_property
+    def approvals(self) -> ApprovalStore:
+        return ApprovalStore(self.redis, self.settings)
 
     @cached_property
     def artifacts(self) -> ArtifactStore:

@@ -37,6 +37,8 @@ from coretex.errors import (
     RoutingError,
     StoreError,
 )
+from coretex.scheduler.approvals import ApprovalRefusedError, ApprovalStaleError
+from coretex.store.approvals import ApprovalAlreadyDecidedError
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,9 @@ def problem_response(problem: Problem) -> Response:
 _CORETEX_STATUS: tuple[tuple[type[CoretexError], int], ...] = (
     (NotFoundError, 404),
     (IllegalTransitionError, 409),
+    (ApprovalAlreadyDecidedError, 409),
+    (ApprovalStaleError, 409),
+    (ApprovalRefusedError, 403),
     (StoreError, 503),
     (KernelUnavailableError, 503),
     (RoutingError, 422),

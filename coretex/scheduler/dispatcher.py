@@ -8,12 +8,12 @@ between publish and the DISPATCHED write may publish twice, which the result pat
 from __future__ import annotations
 
 import logging
-import time
 
 from coretex.agent.v1 import buspacket_pb2
 from coretex.bus import EXECUTE_TASK, send_packet
-from coretex.model.dlq import DLQEntry
-from coretex.model.job import JobRecord, JobState
+from coretex.model.job import JobState
+from coretex.scheduler.approvals import is_approved, park_for_approval
+from coretex.scheduler.dead_letter import dead_letter
 from coretex.scheduler.pipeline import Dispatch, PolicyCheck, Routing, SecretDetection, Stage, Verdict, run_stages
 from coretex.services import Services
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def default_stages(services: Services) -> list[Stage]:
     return [
         SecretDetection(services.pointers.get_json),
-        PolicyCheck(services.kernel.check),
+        PolicyCheck(services.kernel.check, lambda dispatch: is_approved(services, dispatch)),
         Routing(services.router.route),
     ]
 
@@ -64,6 +64,8 @@ def publish(services: Services, dispatch: Dispatch, packet: buspacket_pb2.BusPac
 
 def stop_job(services: Services, dispatch: Dispatch, verdict: Verdict) -> JobState:
     record = dispatch.record
+    if verdict.state is JobState.APPROVAL_REQUIRED:
+        park_for_approval(services, dispatch)
     services.jobs.transition(
         record.job_id, verdict.state, note=verdict.error_code,
         error_code=verdict.error_code, error_message=verdict.error_message, **dispatch.decision_fields(),
@@ -72,18 +74,3 @@ def stop_job(services: Services, dispatch: Dispatch, verdict: Verdict) -> JobSta
         dead_letter(services, services.jobs.get(record.job_id), JobState.SCHEDULED,
                     verdict.error_code, verdict.error_message)
     return verdict.state
-
-
-def dead_letter(services: Services, record: JobRecord, last_state: JobState, code: str, message: str) -> None:
-    services.dlq.add(
-        DLQEntry(
-            job_id=record.job_id,
-            topic=record.topic,
-            tenant_id=record.tenant_id,
-            error_code=code,
-            error_message=message,
-            last_state=last_state.value,
-            attempts=record.attempts,
-            created_at=time.time(),
-        )
-    )

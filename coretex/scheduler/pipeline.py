@@ -96,12 +96,21 @@ class SecretDetection:
 
 
 class PolicyCheck:
-    """Ask the safety kernel. Unreachable kernel => DENIED (fail closed), never allowed."""
+    """Ask the safety kernel. Unreachable kernel => DENIED (fail closed), never allowed.
+
+    REQUIRE_APPROVAL parks the job (APPROVAL_REQUIRED) unless ``approved`` says a human already
+    approved exactly this request under exactly this policy snapshot.
+    """
 
     name = "policy"
 
-    def __init__(self, check: Callable[[safety_pb2.PolicyCheckRequest], safety_pb2.PolicyCheckResponse]):
+    def __init__(
+        self,
+        check: Callable[[safety_pb2.PolicyCheckRequest], safety_pb2.PolicyCheckResponse],
+        approved: Callable[[Dispatch], bool] = lambda dispatch: False,
+    ) -> None:
         self._check = check
+        self._approved = approved
 
     def __call__(self, dispatch: Dispatch) -> Verdict | None:
         try:
@@ -114,8 +123,12 @@ class PolicyCheck:
         dispatch.policy_snapshot = response.policy_snapshot
         if response.decision in (safety_pb2.DECISION_TYPE_ALLOW, safety_pb2.DECISION_TYPE_ALLOW_WITH_CONSTRAINTS):
             return None
-        # REQUIRE_HUMAN and THROTTLE arrive with approvals and backpressure; until then they
-        # must not run, so they are refused like a deny, with the kernel's own reason.
+        if response.decision == safety_pb2.DECISION_TYPE_REQUIRE_HUMAN:
+            if self._approved(dispatch):
+                return None
+            return Verdict(JobState.APPROVAL_REQUIRED, "approval_required", response.reason, dead_letter=False)
+        # THROTTLE needs the retry timers of the scheduler's tick; until they exist a throttled job
+        # must not run, so it is refused like a deny, with the kernel's own reason.
         return Verdict(JobState.DENIED, "safety_denied", f"{dispatch.decision}: {response.reason}")
 
 

@@ -12,7 +12,7 @@ import logging
 from coretex.agent.v1 import job_pb2
 from coretex.errors import IllegalTransitionError, NotFoundError
 from coretex.model.job import JobState
-from coretex.scheduler.dispatcher import dead_letter
+from coretex.scheduler.dead_letter import dead_letter
 from coretex.scheduler.packets import state_of
 from coretex.services import Services
 

@@ -59,6 +59,15 @@ class PointerStore:
             raise NotFoundError(f"{uri} not found")
         return json.loads(data)
 
+    def sha256(self, uri: str, tenant_id: str) -> str:
+        """The sha256 of a pointer's canonical JSON content, without reading the content."""
+        pointer = parse_pointer(uri)
+        with redis_errors(f"read {uri}"):
+            owner, digest = self._r.hmget(f"{self._ns}:{pointer.kind}:{pointer.id}", "tenant", "sha256")
+        if owner is None or digest is None or owner != tenant_id:
+            raise NotFoundError(f"{uri} not found")
+        return str(digest)
+
     def _put(self, kind: str, pointer_id: str, tenant_id: str, value: Any) -> bool:
         data = canonical_json(value)
         encoded = data.encode()
