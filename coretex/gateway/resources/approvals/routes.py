@@ -6,6 +6,7 @@ approval of a job whose request or policy changed since the decision is refused 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -56,10 +57,7 @@ class Approve(MethodView):
     @blp.alt_response(409, response=error_ref(409))
     def post(self, body: dict[str, Any], job_id: str) -> dict[str, Any]:
         """Approve a parked job; it re-enters the dispatch pipeline bound to this decision."""
-        principal = require_role(APPROVER_ROLES)
-        services = current_services()
-        _readable(services, job_id, principal)
-        return _view(approve(services, job_id, principal.name, body["note"]))
+        return _decide(approve, job_id, body["note"])
 
 
 @blp.route("/<job_id>/reject")
@@ -72,10 +70,14 @@ class Reject(MethodView):
     @blp.alt_response(409, response=error_ref(409))
     def post(self, body: dict[str, Any], job_id: str) -> dict[str, Any]:
         """Reject a parked job: it ends DENIED with error_code approval_rejected (and a DLQ entry)."""
-        principal = require_role(APPROVER_ROLES)
-        services = current_services()
-        _readable(services, job_id, principal)
-        return _view(reject(services, job_id, principal.name, body["note"]))
+        return _decide(reject, job_id, body["note"])
+
+
+def _decide(action: Callable[[Services, str, str, str], Approval], job_id: str, note: str) -> dict[str, Any]:
+    principal = require_role(APPROVER_ROLES)
+    services = current_services()
+    _readable(services, job_id, principal)
+    return _view(action(services, job_id, principal.name, note))
 
 
 def _readable(services: Services, job_id: str, principal: Principal) -> Approval:
