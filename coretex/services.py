@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from coretex.config import ConfigService
+from coretex.config.live import LiveConfig
 from coretex.kernel.client import KernelClient
 from coretex.scheduler.routing_table import RoutingTable
 from coretex.settings import Settings
@@ -60,7 +61,8 @@ class Services:
 
     @cached_property
     def artifacts(self) -> ArtifactStore:
-        return ArtifactStore(self.redis, self.settings, self.settings.artifacts)
+        return ArtifactStore(self.redis, self.settings, self.settings.artifacts,
+                             retention_ttls=lambda: self.live_config.section("retention"))
 
     @cached_property
     def kernel(self) -> KernelClient:
@@ -71,13 +73,18 @@ class Services:
         return ConfigService(self.redis, self.settings)
 
     @cached_property
+    def live_config(self) -> LiveConfig:
+        """The effective config, followed live (one watcher thread per process)."""
+        return LiveConfig(self.redis, self.settings)
+
+    @cached_property
     def router(self) -> RoutingTable:
         """Topic -> pool routing of the effective config, following its changes live."""
-        return RoutingTable(self.redis, self.settings)
+        return RoutingTable(self.live_config)
 
     def close(self) -> None:
-        if "router" in self.__dict__:
-            self.router.close()
+        if "live_config" in self.__dict__:
+            self.live_config.close()
         if "kernel" in self.__dict__:
             self.kernel.close()
         if "redis" in self.__dict__:

@@ -1,10 +1,9 @@
 """Routing that follows the effective config: base pools.yaml + pack overlays, reloaded live.
 
-The table reads ``pools`` from the config service's effective snapshot and swaps in a new
-:class:`PoolRouter` whenever the snapshot version changes (pub/sub, with polling as the safety
-net). A snapshot whose pools do not build a router is refused by the config service before it is
-committed, so a swap never installs a broken table; if one still fails, the old table keeps
-serving and the failure is logged.
+The table builds a :class:`PoolRouter` from the ``pools`` section of the live config and swaps in
+a new one whenever the snapshot version changes. A snapshot whose pools do not build a router is
+refused by the config service before it is committed, so a swap never installs a broken table; if
+one still fails, the old table keeps serving and the failure is logged.
 """
 
 from __future__ import annotations
@@ -12,27 +11,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-import redis
-
-from coretex.config import ConfigNotLoadedError, ConfigService, ConfigWatcher, Snapshot
+from coretex.config import Snapshot
+from coretex.config.live import LiveConfig
 from coretex.errors import ConfigError
 from coretex.scheduler.routing import Pool, PoolRouter
-from coretex.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class RoutingTable:
-    def __init__(self, client: redis.Redis, settings: Settings, *, poll_s: float = 1.0) -> None:
-        config = ConfigService(client, settings)
-        try:
-            snapshot = config.effective()
-        except ConfigNotLoadedError:
-            snapshot = config.load_base(settings.config_dir, message="first start: load base config files")
-        self._router = _router_of(snapshot)
-        self.version = snapshot.version
-        self._watcher = ConfigWatcher(client, settings, self._switch, poll_s=poll_s, known_version=snapshot.version)
-        self._watcher.start()
+    def __init__(self, live: LiveConfig) -> None:
+        self._router = _router_of(live.snapshot)
+        self.version = live.snapshot.version
+        live.subscribe(self._switch)
 
     @property
     def pools(self) -> dict[str, Pool]:
@@ -40,9 +31,6 @@ class RoutingTable:
 
     def route(self, topic: str, requires: Iterable[str] = ()) -> str:
         return self._router.route(topic, requires)
-
-    def close(self) -> None:
-        self._watcher.stop()
 
     def _switch(self, snapshot: Snapshot) -> None:
         try:

@@ -13,10 +13,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from coretex.bus import DISPATCH_TASK, send_packet
-from coretex.errors import StoreError
+from coretex.errors import CoretexError, StoreError
 from coretex.model.job import JobMeta, JobRecord, JobState
 from coretex.scheduler.packets import job_request_packet
 from coretex.services import Services
+from coretex.store.pointers import canonical_json
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,14 @@ class SubmitReceipt:
     """False when the idempotency key matched an earlier job, whose ids are returned instead."""
 
 
+class InputTooLargeError(CoretexError):
+    """The job input exceeds the tenant's ``limits.max_input_bytes``; nothing was written."""
+
+    code = "input_too_large"
+
+
 def submit_job(services: Services, request: SubmitRequest) -> SubmitReceipt:
+    _check_input_size(services, request)
     job_id = str(uuid.uuid4())
     trace_id = uuid.uuid4().hex
     tenant = request.meta.tenant_id
@@ -69,6 +77,14 @@ def submit_job(services: Services, request: SubmitRequest) -> SubmitReceipt:
                                  error_code="broker_unavailable", error_message=str(exc))
         raise StoreError(f"could not hand job {job_id} to the scheduler: {exc}") from exc
     return SubmitReceipt(job_id, trace_id, created=True)
+
+
+def _check_input_size(services: Services, request: SubmitRequest) -> None:
+    tenant = request.meta.tenant_id
+    limit = services.live_config.section("limits", tenant).get("max_input_bytes") or services.settings.max_input_bytes
+    size = len(canonical_json(request.input).encode())
+    if size > limit:
+        raise InputTooLargeError(f"input is {size} bytes of canonical JSON; tenant {tenant}'s limit is {limit} bytes")
 
 
 def _duplicate(services: Services, owner: str) -> SubmitReceipt:

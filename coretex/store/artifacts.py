@@ -27,7 +27,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -126,14 +126,28 @@ class ArtifactInfo:
 
 
 class ArtifactStore:
-    def __init__(self, client: redis.Redis, settings: Settings, config: ArtifactConfig | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        config: ArtifactConfig | None = None,
+        *,
+        retention_ttls: Callable[[], Mapping[str, int]] | None = None,
+    ) -> None:
+        """``retention_ttls`` returns the ``retention`` section of the live effective config; a class
+        it names takes that TTL (seconds) instead of the environment's default."""
         self._r = client
         self._ns = settings.namespace
         self._config = config or ArtifactConfig()
+        self._retention_ttls = retention_ttls
         self._index = f"{self._ns}:art:expiry"
         key = self._config.encryption_key
         self._aead = AESGCM(key) if key is not None else None
         self._key_id = _key_id(key) if key is not None else ""
+
+    def _ttl_for(self, retention: Retention) -> int:
+        configured = self._retention_ttls() if self._retention_ttls is not None else {}
+        return int(configured.get(retention.value) or self._config.ttl_for(retention))
 
     # ---- write ----------------------------------------------------------------------------
     def put_artifact(
@@ -150,7 +164,7 @@ class ArtifactStore:
         retention = _check_metadata(metadata)
         self._check_size(len(content), max_bytes)
         pointer = ArtifactPointer(uuid.uuid4().hex)
-        ttl = self._config.ttl_for(retention)
+        ttl = self._ttl_for(retention)
         now = time.time()
         expires_at = now + ttl
         payload = self._config.chunk_bytes - (GCM_OVERHEAD if self._aead is not None else 0)

@@ -114,7 +114,7 @@ def test_load_base_serves_version_1_hashed_over_canonical_json(
     service: ConfigService, base: Snapshot, client: redis.Redis, settings: Settings
 ) -> None:
     assert base.version == 1
-    assert set(base.config) == {"pools", "timeouts", "system"}
+    assert set(base.config) == {"pools", "timeouts", "limits", "retention", "system"}
     assert pools_of(base)["topics"] == {"job.echo": "echo"}
     assert base.sha256 == sha256_hex(canonical_json(base.config))
     assert service.effective() == base
@@ -252,9 +252,9 @@ def test_tenant_overrides_show_only_in_that_tenants_view(service: ConfigService,
     system, acme, other = service.effective(), service.effective("acme"), service.effective("globex")
     assert system.version == acme.version == other.version == committed.version
     assert acme.tenant == "acme" and system.tenant is None
-    assert acme.config["limits"] == {"max_concurrent_jobs": 2}
+    assert acme.config["limits"] == {"max_concurrent_jobs": 2, "max_input_bytes": 262144}  # override merged over base
     assert acme.config["timeouts"]["topics"]["job.train"] == {"timeout_seconds": 60, "max_retries": 2}
-    assert "limits" not in system.config
+    assert system.config["limits"] == {"max_input_bytes": 262144}  # config/limits.yaml
     assert system.config["timeouts"]["topics"]["job.train"]["timeout_seconds"] == 600
     assert acme.sha256 == sha256_hex(canonical_json(acme.config)) != system.sha256
     assert (other.sha256, other.config) == (system.sha256, system.config)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import pytest
@@ -10,7 +9,6 @@ import pytest
 from coretex.bus import TICK_TASK
 from coretex.celery_app import create_app
 from coretex.errors import NotFoundError
-from coretex.model.artifact import ArtifactConfig
 from coretex.services import Services
 from coretex.settings import Settings
 from coretex.store.artifacts import ArtifactMetadata
@@ -20,11 +18,11 @@ pytestmark = pytest.mark.integration
 
 
 def test_tick_records_liveness_and_sweeps_expired_artifacts(settings: Settings) -> None:
-    settings = dataclasses.replace(
-        settings, artifacts=ArtifactConfig(ttl_short_s=1, ttl_standard_s=3600, ttl_audit_s=7200)
-    )
     app = create_app(settings)
     services = Services(settings, app)
+    overlay = services.config.set("pack", "tick-test", {"retention": {"short": 1}}, author="test", message="1 s")
+    eventually(lambda: services.live_config.snapshot.version == overlay.version, timeout=2,
+               message="the live config to follow the overlay")
     short = services.artifacts.put_artifact(b"temp log", ArtifactMetadata(tenant="acme", retention="short"))
     audit = services.artifacts.put_artifact(b"evidence", ArtifactMetadata(tenant="acme", retention="audit"))
     tick = app.tasks[TICK_TASK]
@@ -41,3 +39,5 @@ def test_tick_records_liveness_and_sweeps_expired_artifacts(settings: Settings) 
     assert services.artifacts.get_artifact(audit, "acme") == b"evidence"
     last_tick = float(services.redis.get(f"{settings.namespace}:beat:last_tick"))
     assert abs(time.time() - last_tick) < 5
+    services.close()
+    app.close()

@@ -218,7 +218,7 @@ def test_check_address_refuses_bad_scope_or_id(scope: str, doc_id: str) -> None:
 
 def test_repo_base_files_are_a_valid_config() -> None:
     base = read_base_files(REPO_CONFIG)
-    assert set(base) == {"pools", "timeouts", "system"}
+    assert set(base) == {"pools", "timeouts", "limits", "retention", "system"}
     assert base["pools"]["topics"]["job.echo"] == "echo"
     validate_config(base, "config/")
 
