@@ -29,6 +29,9 @@ EXECUTE_TASK = "coretex.job.execute"
 TICK_TASK = "coretex.tick"
 """Control queue, from beat: timers, leases, outbox and retention housekeeping."""
 
+HARD_LIMIT_GRACE_S = 5
+"""Seconds between Celery's soft time limit (an exception in the handler) and the hard kill."""
+
 _EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
@@ -54,22 +57,55 @@ def register_serializer() -> None:
         SERIALIZER, _encode, _decode, content_type=CONTENT_TYPE, content_encoding="binary")
 
 
-def send_packet(app: Celery, task: str, packet: buspacket_pb2.BusPacket, *, queue: str) -> None:
-    """Publish ``packet`` as the whole body of a ``task`` message on ``queue``."""
+def send_packet(
+    app: Celery,
+    task: str,
+    packet: buspacket_pb2.BusPacket,
+    *,
+    queue: str,
+    task_id: str | None = None,
+    time_limit_s: int | None = None,
+) -> None:
+    """Publish ``packet`` as the whole body of a ``task`` message on ``queue``.
+
+    ``task_id`` names the message (see :func:`result_task_id`); ``time_limit_s`` becomes Celery's
+    soft time limit on the worker, with a hard limit a few seconds later.
+    """
     data = encode_packet(packet)
     kind = payload_kind(packet)
     job_id = getattr(packet, kind).job_id if kind in {"job_request", "job_result"} else ""
+    limits = {"soft_time_limit": time_limit_s, "time_limit": time_limit_s + HARD_LIMIT_GRACE_S} if time_limit_s else {}
     app.send_task(
         task,
         args=(data,),
         queue=queue,
+        task_id=task_id,
         serializer=SERIALIZER,
+        **limits,
         # Shown by Flower and logs instead of the packet bytes: ids only, never payloads.
         argsrepr=f"<BusPacket {kind} job_id={job_id} trace_id={packet.trace_id}>",
         kwargsrepr="{}",
     )
 
 
-def register_task(app: Celery, name: str, func: Any) -> None:
+def register_task(app: Celery, name: str, func: Any, *, bind: bool = False) -> None:
     """Register ``func`` as task ``name`` on ``app`` (results ignored: our job records are the result)."""
-    app.task(name=name, ignore_result=True, shared=False)(func)
+    app.task(name=name, ignore_result=True, shared=False, bind=bind)(func)
+
+
+def result_task_id(job_id: str, attempt: int, outcome: str) -> str:
+    """The id of a result message: ``result:<job_id>:<attempt>:<ok|retry|fatal>``.
+
+    CAP v2.0's JobResult carries neither the attempt nor whether a failure is worth retrying (CAP
+    2.17 adds FAILED_RETRYABLE / FAILED_FATAL statuses), so Coretex workers put both in the
+    message id; a result from any other CAP producer counts as the current attempt, retryable.
+    """
+    return f"result:{job_id}:{attempt}:{outcome}"
+
+
+def parse_result_task_id(task_id: str | None) -> tuple[int | None, bool]:
+    """(attempt, retryable) from a :func:`result_task_id`; (None, True) for any other id."""
+    parts = (task_id or "").split(":")
+    if len(parts) >= 4 and parts[0] == "result" and parts[-2].isdigit():
+        return int(parts[-2]), parts[-1] != "fatal"
+    return None, True

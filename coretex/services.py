@@ -20,6 +20,8 @@ from coretex.settings import Settings
 from coretex.store import DLQStore, JobStore, PointerStore, connect
 from coretex.store.approvals import ApprovalStore
 from coretex.store.artifacts import ArtifactStore
+from coretex.store.leases import LeaseStore
+from coretex.store.timers import TimerStore
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -54,6 +56,14 @@ class Services:
     @cached_property
     def dlq(self) -> DLQStore:
         return DLQStore(self.redis, self.settings)
+
+    @cached_property
+    def timers(self) -> TimerStore:
+        return TimerStore(self.redis, self.settings)
+
+    @cached_property
+    def leases(self) -> LeaseStore:
+        return LeaseStore(self.redis, self.settings)
 
     @cached_property
     def approvals(self) -> ApprovalStore:

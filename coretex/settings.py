@@ -48,6 +48,41 @@ class Settings:
     """CAP ``sender_id`` this process stamps on the packets it emits: ``CORETEX_SENDER_ID``."""
     artifacts: ArtifactConfig = ArtifactConfig()
     """Artifact limits, retention TTLs and encryption key: ``CORETEX_ARTIFACT_*``."""
+    lease_s: float = 30.0
+    """A running job's lease; its worker renews it every third of that: ``CORETEX_LEASE_S``."""
+    dev_mode: bool = False
+    """Local development (``CORETEX_DEV_MODE=1``): the kernel accepts unsigned policy sources, with a
+    loud warning. Off by default: outside dev mode an unsigned or badly signed source is refused."""
+    policy_url: str | None = None
+    """Base policy bundle fetched over HTTP(S) instead of the files of ``policies_dir``, with its
+    detached signature at ``<url>.sig``: ``CORETEX_POLICY_URL``."""
+    policy_config_disabled: bool = False
+    """Ignore config-service policy bundles (files/URL only; the kernel then needs no Redis for its
+    policy): ``CORETEX_POLICY_CONFIG_DISABLE=1``."""
+    policy_config_scope: str = "system"
+    """Config-service scope of the kernel's policy bundles: ``CORETEX_POLICY_CONFIG_SCOPE``."""
+    policy_config_id: str = "policy"
+    """Config-service id of the kernel's policy bundles: ``CORETEX_POLICY_CONFIG_ID``."""
+    policy_config_key: str | None = None
+    """Load only this config-service bundle id (e.g. ``secops/workflows``): ``CORETEX_POLICY_CONFIG_KEY``."""
+    policy_trusted_keys: Path | None = None
+    """YAML/JSON file mapping policy signing key id -> base64 Ed25519 public key (re-read on every
+    reload, so keys rotate without a restart): ``CORETEX_POLICY_TRUSTED_KEYS``."""
+    policy_signing_key: Path | None = None
+    """PEM Ed25519 private key the control plane signs published bundles with (not read by the
+    kernel): ``CORETEX_POLICY_SIGNING_KEY``."""
+    policy_lkg_path: Path | None = None
+    """Local copy of the kernel's last-known-good policy (besides the one in Redis):
+    ``CORETEX_POLICY_LKG_PATH``."""
+    policy_max_age_s: float | None = None
+    """Fail closed (DENY ``POLICY_STALE``) when the active policy was not re-verified against its
+    sources for this long; unset = never: ``CORETEX_POLICY_MAX_AGE_S``."""
+    policy_poll_s: float = 1.0
+    """How often the kernel re-reads its policy sources (pub/sub wakes it sooner): ``CORETEX_POLICY_POLL_S``."""
+    kernel_id: str = ""
+    """Name of this kernel in its status record; empty = ``<hostname>:<port>``: ``CORETEX_KERNEL_ID``."""
+    kernel_metrics_addr: str | None = None
+    """HOST:PORT where the kernel serves Prometheus metrics; unset = not served: ``CORETEX_KERNEL_METRICS_ADDR``."""
 
     @property
     def control_queue(self) -> str:
@@ -90,6 +125,20 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _bool(env: dict[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 1/0 (or true/false), got {env.get(name)!r}")
+
+
+def _optional_path(env: dict[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    return Path(raw) if raw else None
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Build settings from the environment; raise :class:`ConfigError` naming the bad variable."""
     env = dict(os.environ if environ is None else environ)
@@ -114,8 +163,24 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         api_keys_file=Path(keys_file) if keys_file else None,
         max_input_bytes=_int(env, "CORETEX_MAX_INPUT_BYTES", 256 * 1024),
         result_ttl_s=_int(env, "CORETEX_RESULT_TTL", 7 * 24 * 3600),
+        lease_s=_float(env, "CORETEX_LEASE_S", 30.0),
         sender_id=env.get("CORETEX_SENDER_ID") or f"coretex-{os.uname().nodename}-{os.getpid()}",
         artifacts=ArtifactConfig.from_env(env),
+        dev_mode=_bool(env, "CORETEX_DEV_MODE"),
+        policy_url=env.get("CORETEX_POLICY_URL") or None,
+        policy_config_disabled=_bool(env, "CORETEX_POLICY_CONFIG_DISABLE"),
+        policy_config_scope=env.get("CORETEX_POLICY_CONFIG_SCOPE") or "system",
+        policy_config_id=env.get("CORETEX_POLICY_CONFIG_ID") or "policy",
+        policy_config_key=env.get("CORETEX_POLICY_CONFIG_KEY") or None,
+        policy_trusted_keys=_optional_path(env, "CORETEX_POLICY_TRUSTED_KEYS"),
+        policy_signing_key=_optional_path(env, "CORETEX_POLICY_SIGNING_KEY"),
+        policy_lkg_path=_optional_path(env, "CORETEX_POLICY_LKG_PATH"),
+        policy_max_age_s=(
+            _float(env, "CORETEX_POLICY_MAX_AGE_S", 0.0) if env.get("CORETEX_POLICY_MAX_AGE_S") else None
+        ),
+        policy_poll_s=_float(env, "CORETEX_POLICY_POLL_S", 1.0),
+        kernel_id=env.get("CORETEX_KERNEL_ID") or "",
+        kernel_metrics_addr=env.get("CORETEX_KERNEL_METRICS_ADDR") or None,
     )
 
 

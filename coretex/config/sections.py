@@ -22,24 +22,28 @@ _DRAFT = "https://json-schema.org/draft/2020-12/schema"
 _POSITIVE_INT = {"type": "integer", "minimum": 1}
 _NON_NEGATIVE_INT = {"type": "integer", "minimum": 0}
 
+_BUDGET = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": {"timeout_seconds": _POSITIVE_INT, "max_retries": _NON_NEGATIVE_INT},
+}
+
 TIMEOUTS_SCHEMA: dict[str, Any] = {
     "$schema": _DRAFT,
     "type": "object",
     "additionalProperties": False,
     "properties": {
+        "default": _BUDGET,
         "topics": {
             "type": "object",
             "propertyNames": {"minLength": 1},
-            "additionalProperties": {
-                "type": "object",
-                "additionalProperties": False,
-                "minProperties": 1,
-                "properties": {"timeout_seconds": _POSITIVE_INT, "max_retries": _NON_NEGATIVE_INT},
-            },
+            "additionalProperties": _BUDGET,
         },
     },
 }
-"""Per-topic job deadline and retry budget; keys may be globs as in ``pools.topics``."""
+"""Job deadline and retry budget: ``default`` plus per-topic entries (keys may be globs as in
+``pools.topics``; exact beats glob, longer glob beats shorter)."""
 
 LIMITS_SCHEMA: dict[str, Any] = {
     "$schema": _DRAFT,

@@ -6,9 +6,12 @@ The lifecycle is CAP's (spec section 4.3) plus APPROVAL_REQUIRED for jobs parked
        │           ├─► DENIED      └──────────► (any terminal)
        │           └─► APPROVAL_REQUIRED ─► SCHEDULED | DENIED
        └─► FAILED (no pool, bad input)
+    DISPATCHED | RUNNING ─► SCHEDULED      a retry: a new attempt after a failure, timeout or lost worker
     any non-terminal ─► CANCELLED
 
-Backward moves are refused; repeating the current state is an idempotent no-op.
+Other backward moves are refused; repeating the current state is an idempotent no-op. Every
+dispatch is a new attempt (the record counts them); moves that belong to an attempt carry it, so
+a late result of an abandoned attempt is refused.
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ _FORWARD: dict[JobState, frozenset[JobState]] = {
     _S.PENDING: frozenset({_S.SCHEDULED, _S.FAILED, _S.DENIED}),
     _S.SCHEDULED: frozenset({_S.APPROVAL_REQUIRED, _S.DISPATCHED, _S.DENIED, _S.FAILED}),
     _S.APPROVAL_REQUIRED: frozenset({_S.SCHEDULED, _S.DENIED}),
-    _S.DISPATCHED: frozenset({_S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.TIMEOUT}),
-    _S.RUNNING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.TIMEOUT}),
+    _S.DISPATCHED: frozenset({_S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.TIMEOUT, _S.SCHEDULED}),
+    _S.RUNNING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.TIMEOUT, _S.SCHEDULED}),
 }
 
 
@@ -99,6 +102,10 @@ class JobRecord:
     attempts: int = 0
     worker_id: str = ""
     execution_ms: int = 0
+    timeout_s: int = 0
+    """Deadline of each attempt, fixed at its dispatch (config timeouts, tightened by policy)."""
+    max_retries: int = 0
+    """Retries allowed after the first attempt, fixed at dispatch like ``timeout_s``."""
 
     @property
     def terminal(self) -> bool:

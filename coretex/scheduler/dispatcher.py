@@ -8,16 +8,25 @@ between publish and the DISPATCHED write may publish twice, which the result pat
 from __future__ import annotations
 
 import logging
+import time
 
 from coretex.agent.v1 import buspacket_pb2
 from coretex.bus import EXECUTE_TASK, send_packet
 from coretex.model.job import JobState
 from coretex.scheduler.approvals import is_approved, park_for_approval
+from coretex.scheduler.budgets import budget_for
 from coretex.scheduler.dead_letter import dead_letter
+from coretex.scheduler.packets import ATTEMPT_ENV, TIMEOUT_ENV
 from coretex.scheduler.pipeline import Dispatch, PolicyCheck, Routing, SecretDetection, Stage, Verdict, run_stages
+from coretex.scheduler.retries import fail_attempt
 from coretex.services import Services
+from coretex.store.timers import DEADLINE, Timer
 
 log = logging.getLogger(__name__)
+
+DEADLINE_GRACE_S = 10
+"""The tick's deadline fires this long after the worker's own soft limit, so the worker's
+TIMEOUT report normally wins and the tick only catches workers that vanished."""
 
 
 def default_stages(services: Services) -> list[Stage]:
@@ -44,21 +53,25 @@ def dispatch_job(services: Services, packet: buspacket_pb2.BusPacket) -> JobStat
 
 
 def publish(services: Services, dispatch: Dispatch, packet: buspacket_pb2.BusPacket) -> JobState:
-    """Record DISPATCHED, then send: a fast worker must never find the job still SCHEDULED."""
-    job_id = dispatch.record.job_id
-    services.jobs.increment_attempts(job_id)
+    """Start a new attempt: record DISPATCHED (before sending, so a fast worker never finds the
+    job still SCHEDULED), arm its deadline timer, then send it with Celery time limits."""
+    record = dispatch.record
+    budget = budget_for(services.live_config.section("timeouts", record.tenant_id), record.topic, dispatch.constraints)
+    attempt = services.jobs.increment_attempts(record.job_id)
+    packet.job_request.env[ATTEMPT_ENV] = str(attempt)
+    packet.job_request.env[TIMEOUT_ENV] = str(budget.timeout_s)
     services.jobs.transition(
-        job_id, JobState.DISPATCHED, note=f"sent to pool {dispatch.pool}",
-        pool=dispatch.pool, **dispatch.decision_fields(),
+        record.job_id, JobState.DISPATCHED, note=f"attempt {attempt} sent to pool {dispatch.pool}",
+        pool=dispatch.pool, timeout_s=budget.timeout_s, max_retries=budget.max_retries, **dispatch.decision_fields(),
     )
+    services.timers.schedule(Timer(DEADLINE, record.job_id, attempt, time.time() + budget.timeout_s + DEADLINE_GRACE_S))
     try:
-        send_packet(services.app, EXECUTE_TASK, packet, queue=services.settings.pool_queue(dispatch.pool))
+        send_packet(services.app, EXECUTE_TASK, packet, queue=services.settings.pool_queue(dispatch.pool),
+                    task_id=f"{record.job_id}:{attempt}", time_limit_s=budget.timeout_s)
     except Exception as exc:  # kombu raises many types; any of them means "not sent"
-        message = f"could not publish to pool {dispatch.pool}: {exc}"
-        services.jobs.transition(job_id, JobState.FAILED, note="broker_unavailable",
-                                 error_code="broker_unavailable", error_message=message)
-        dead_letter(services, services.jobs.get(job_id), JobState.DISPATCHED, "broker_unavailable", message)
-        return JobState.FAILED
+        fail_attempt(services, record.job_id, attempt, code="broker_unavailable", retryable=True,
+                     message=f"could not publish to pool {dispatch.pool}: {exc}")
+        return services.jobs.get(record.job_id).state
     return JobState.DISPATCHED
 
 

@@ -6,6 +6,11 @@ from coretex.agent.v1 import buspacket_pb2, job_pb2, safety_pb2
 from coretex.model.job import JobMeta, JobRecord, JobState
 from coretex.protocol.envelope import new_packet
 
+ATTEMPT_ENV = "coretex.attempt"
+"""JobRequest.env key carrying the attempt number; the worker echoes it in its result."""
+TIMEOUT_ENV = "coretex.timeout_s"
+"""JobRequest.env key carrying the attempt's deadline in seconds."""
+
 _ACTOR_TYPES = {
     "human": job_pb2.ACTOR_TYPE_HUMAN,
     "service": job_pb2.ACTOR_TYPE_SERVICE,

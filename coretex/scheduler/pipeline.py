@@ -35,6 +35,8 @@ class Dispatch:
     reason: str = ""
     policy_snapshot: str = ""
     pool: str = ""
+    constraints: safety_pb2.PolicyConstraints | None = None
+    """The kernel's constraints of an ALLOW_WITH_CONSTRAINTS decision, honoured at dispatch."""
     meta_changed: bool = False
 
     def decision_fields(self) -> dict[str, Any]:
@@ -121,6 +123,8 @@ class PolicyCheck:
         dispatch.decision = safety_pb2.DecisionType.Name(response.decision).removeprefix("DECISION_TYPE_")
         dispatch.rule_id, dispatch.reason = response.rule_id, response.reason
         dispatch.policy_snapshot = response.policy_snapshot
+        if response.HasField("constraints"):
+            dispatch.constraints = response.constraints
         if response.decision in (safety_pb2.DECISION_TYPE_ALLOW, safety_pb2.DECISION_TYPE_ALLOW_WITH_CONSTRAINTS):
             return None
         if response.decision == safety_pb2.DECISION_TYPE_REQUIRE_HUMAN:

@@ -1,8 +1,9 @@
 """Apply a worker's ``JobResult`` to the job record exactly once.
 
-The lifecycle check in the store makes this idempotent: a repeated result finds the job already
-in that state ("same") and changes nothing; a result for a job that already ended differently
-(for example TIMEOUT, or CANCELLED) is refused by the lifecycle and only logged.
+The result belongs to one attempt: a result of an attempt the job already moved on from (it was
+retried after a timeout, say) is ignored. Success ends the job; a failure or timeout goes to
+:func:`fail_attempt`, which retries it or dead-letters it. The lifecycle check in the store makes
+all of it idempotent: a repeated result changes nothing.
 """
 
 from __future__ import annotations
@@ -12,33 +13,48 @@ import logging
 from coretex.agent.v1 import job_pb2
 from coretex.errors import IllegalTransitionError, NotFoundError
 from coretex.model.job import JobState
-from coretex.scheduler.dead_letter import dead_letter
 from coretex.scheduler.packets import state_of
+from coretex.scheduler.retries import fail_attempt
 from coretex.services import Services
+from coretex.store.timers import DEADLINE
 
 log = logging.getLogger(__name__)
 
 
-def apply_result(services: Services, result: job_pb2.JobResult) -> bool:
-    """Record ``result``; return True if it changed the job."""
+def apply_result(services: Services, result: job_pb2.JobResult, attempt: int | None = None,
+                 retryable: bool = True) -> bool:
+    """Record ``result`` of ``attempt`` (None: the current one); return True if it changed the job."""
     target = state_of(result.status)
-    if target is None:
-        log.warning("job %s: ignoring result with status %s", result.job_id,
-                    job_pb2.JobStatus.Name(result.status) if result.status in job_pb2.JobStatus.values()
-                    else result.status)
+    if target is None or target is JobState.RUNNING:
+        log.warning("job %s: ignoring result with status %s", result.job_id, result.status)
         return False
+    if target is JobState.SUCCEEDED:
+        return _succeed(services, result, attempt)
+    if target is JobState.CANCELLED:
+        return _settle(services, result, attempt, JobState.CANCELLED)
+    outcome = fail_attempt(
+        services, result.job_id, attempt, code=result.error_code or "worker_failed",
+        message=result.error_message, retryable=retryable, outcome=target,
+    )
+    return outcome is not None
+
+
+def _succeed(services: Services, result: job_pb2.JobResult, attempt: int | None) -> bool:
+    changed = _settle(services, result, attempt, JobState.SUCCEEDED)
+    if changed:
+        current = attempt if attempt is not None else services.jobs.get(result.job_id).attempts
+        services.timers.cancel(DEADLINE, result.job_id, current)
+        services.leases.release(result.job_id, current)
+    return changed
+
+
+def _settle(services: Services, result: job_pb2.JobResult, attempt: int | None, target: JobState) -> bool:
     try:
-        previous = services.jobs.get(result.job_id).state
-        changed = services.jobs.transition(
-            result.job_id, target, note=f"result from {result.worker_id}",
-            result_ptr=result.result_ptr, error_code=result.error_code,
-            error_message=result.error_message, worker_id=result.worker_id,
-            execution_ms=result.execution_ms,
+        return services.jobs.transition(
+            result.job_id, target, attempt=attempt, note=f"result from {result.worker_id}",
+            result_ptr=result.result_ptr, error_code=result.error_code, error_message=result.error_message,
+            worker_id=result.worker_id, execution_ms=result.execution_ms,
         )
     except (IllegalTransitionError, NotFoundError) as exc:
         log.warning("job %s: result %s not applied: %s", result.job_id, target.value, exc)
         return False
-    if changed and target == JobState.FAILED:
-        dead_letter(services, services.jobs.get(result.job_id), previous,
-                    result.error_code or "worker_failed", result.error_message)
-    return changed

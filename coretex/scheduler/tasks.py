@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from celery import Celery
 
-from coretex.bus import DISPATCH_TASK, RESULT_TASK, TICK_TASK, register_task
+from coretex.bus import DISPATCH_TASK, RESULT_TASK, TICK_TASK, parse_result_task_id, register_task
 from coretex.errors import EnvelopeError, NotFoundError
 from coretex.protocol.envelope import decode_packet
 from coretex.scheduler.dispatcher import dispatch_job
 from coretex.scheduler.results import apply_result
+from coretex.scheduler.retries import fire_deadline, fire_retry, reap_lease
 from coretex.services import Services
+from coretex.store.timers import RETRY
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +35,28 @@ def register_control_tasks(app: Celery, services: Callable[[], Services]) -> Non
         except NotFoundError:
             log.error("submit packet for unknown job %s dropped", packet.job_request.job_id)
 
-    def result(data: bytes) -> None:
+    def result(task: Any, data: bytes) -> None:
         try:
             packet = decode_packet(data, expect="job_result")
         except EnvelopeError as exc:
             log.error("dropping undecodable result packet: %s", exc)
             return
-        apply_result(services(), packet.job_result)
+        attempt, retryable = parse_result_task_id(task.request.id)
+        apply_result(services(), packet.job_result, attempt, retryable)
 
     def tick() -> None:
-        """Beat's housekeeping: record liveness (shown by /api/v1/status) and sweep expired artifacts."""
+        """Beat's housekeeping: due timers (retries, deadlines), expired leases, artifact retention."""
         svc = services()
         now = time.time()
         svc.redis.set(f"{svc.settings.namespace}:beat:last_tick", repr(now), ex=60)
+        for timer in svc.timers.pop_due(now):
+            (fire_retry if timer.kind == RETRY else fire_deadline)(svc, timer)
+        for lease in svc.leases.pop_expired(now):
+            reap_lease(svc, lease.job_id, lease.attempt)
         swept = svc.artifacts.sweep(now)
         if swept:
             log.info("retention sweep removed %s expired artifacts", swept)
 
     register_task(app, DISPATCH_TASK, dispatch)
-    register_task(app, RESULT_TASK, result)
+    register_task(app, RESULT_TASK, result, bind=True)
     register_task(app, TICK_TASK, tick)

@@ -5,16 +5,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from coretex.agent.v1 import buspacket_pb2, job_pb2
-from coretex.bus import RESULT_TASK, send_packet
+from coretex.bus import RESULT_TASK, result_task_id, send_packet
 from coretex.errors import CoretexError, IllegalTransitionError, NotFoundError
 from coretex.model.job import JobState
 from coretex.protocol.envelope import new_packet
-from coretex.scheduler.packets import meta_from_message
+from coretex.scheduler.packets import ATTEMPT_ENV, TIMEOUT_ENV, meta_from_message
 from coretex.sdk._context import ArtifactWriter, JobContext
 from coretex.secrets import redact_text
 from coretex.services import Services
@@ -26,11 +30,22 @@ Handler = Callable[[JobContext], Any]
 
 
 class HandlerError(CoretexError):
-    """Raise from a handler to fail the job with a machine-readable ``error_code``."""
+    """Raise from a handler to fail the job with a machine-readable ``error_code``.
 
-    def __init__(self, error_code: str, message: str) -> None:
+    Permanent by default (a business error will not go away by retrying); pass ``retryable=True``
+    for a transient one. Any other exception a handler raises counts as transient.
+    """
+
+    def __init__(self, error_code: str, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.code = error_code
+        self.retryable = retryable
+
+
+@dataclass
+class _Outcome:
+    result: job_pb2.JobResult
+    retryable: bool = True
 
 
 class Worker:
@@ -51,29 +66,38 @@ class Worker:
         return register
 
     def execute(self, services: Services, packet: buspacket_pb2.BusPacket) -> job_pb2.JobResult:
-        """Run one dispatched job and report its JobResult to the control plane."""
+        """Run one dispatched attempt of a job and report its JobResult to the control plane.
+
+        While the handler runs, a heartbeat thread renews the attempt's lease every third of
+        ``CORETEX_LEASE_S``; if this process dies the lease expires and the job is retried.
+        """
         request = packet.job_request
+        attempt = _attempt_of(request)
         started = time.monotonic()
         try:
-            services.jobs.transition(request.job_id, JobState.RUNNING, note=f"picked up by {self.worker_id}",
-                                     worker_id=self.worker_id)
+            services.jobs.transition(request.job_id, JobState.RUNNING, attempt=attempt,
+                                     note=f"attempt {attempt} picked up by {self.worker_id}", worker_id=self.worker_id)
         except (IllegalTransitionError, NotFoundError) as exc:
             log.warning("job %s not run: %s", request.job_id, exc)
             return job_pb2.JobResult(job_id=request.job_id, worker_id=self.worker_id)
-        result = self._run(services, request, packet.trace_id)
+        with _Heartbeat(services, request.job_id, attempt):
+            outcome = self._run(services, request, packet.trace_id)
+        result = outcome.result
         result.execution_ms = int((time.monotonic() - started) * 1000)
         reply = new_packet(sender_id=self.worker_id, trace_id=packet.trace_id, job_result=result)
-        send_packet(services.app, RESULT_TASK, reply, queue=services.settings.control_queue)
+        kind = "ok" if result.status == job_pb2.JOB_STATUS_SUCCEEDED else "retry" if outcome.retryable else "fatal"
+        task_id = result_task_id(request.job_id, attempt, kind) if attempt is not None else None
+        send_packet(services.app, RESULT_TASK, reply, queue=services.settings.control_queue, task_id=task_id)
         return result
 
-    def _run(self, services: Services, request: job_pb2.JobRequest, trace_id: str) -> job_pb2.JobResult:
+    def _run(self, services: Services, request: job_pb2.JobRequest, trace_id: str) -> _Outcome:
         result = job_pb2.JobResult(job_id=request.job_id, worker_id=self.worker_id)
         handler = self.handlers.get(request.topic)
         if handler is None:
             result.status = job_pb2.JOB_STATUS_FAILED
             result.error_code = "no_handler"
             result.error_message = f"pool {self.pool!r} has no handler for topic {request.topic!r}"
-            return result
+            return _Outcome(result, retryable=False)
         tenant = request.tenant_id or request.meta.tenant_id
         try:
             job = JobContext(
@@ -86,17 +110,22 @@ class Worker:
             )
             output = handler(job)
             pointer = services.pointers.put_result(request.job_id, tenant, output)
+        except SoftTimeLimitExceeded:
+            result.status = job_pb2.JOB_STATUS_TIMEOUT
+            result.error_code = "timeout"
+            result.error_message = f"the handler ran past the attempt's {request.env.get(TIMEOUT_ENV, '?')}s limit"
+            return _Outcome(result, retryable=True)
         except Exception as exc:  # a handler's failure is the job's failure, never the worker's
             log.exception("job %s failed in handler", request.job_id)
             result.status = job_pb2.JOB_STATUS_FAILED
             result.error_code = getattr(exc, "code", "") or "handler_error"
             # Handlers echo their inputs in errors; the record, DLQ and timeline keep only the redacted text.
             result.error_message = redact_text(f"{exc.__class__.__name__}: {exc}")
-            return result
+            return _Outcome(result, retryable=getattr(exc, "retryable", True))
         result.status = job_pb2.JOB_STATUS_SUCCEEDED
         result.result_ptr = pointer.uri
         result.artifact_ptrs.extend(job.artifact_ptrs)
-        return result
+        return _Outcome(result)
 
 
 def _artifact_writer(services: Services, tenant: str, job_id: str) -> ArtifactWriter:
@@ -107,3 +136,39 @@ def _artifact_writer(services: Services, tenant: str, job_id: str) -> ArtifactWr
 
     return write
 
+
+def _attempt_of(request: job_pb2.JobRequest) -> int | None:
+    raw = request.env.get(ATTEMPT_ENV, "")
+    return int(raw) if raw.isdigit() else None
+
+
+class _Heartbeat:
+    """Renew the attempt's lease from a daemon thread while the handler runs."""
+
+    def __init__(self, services: Services, job_id: str, attempt: int | None) -> None:
+        self._services, self._job_id, self._attempt = services, job_id, attempt
+        self._lease_s = services.settings.lease_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        if self._attempt is not None:
+            self._renew()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _renew(self) -> None:
+        assert self._attempt is not None
+        self._services.leases.hold(self._job_id, self._attempt, time.time() + self._lease_s)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._lease_s / 3):
+            try:
+                self._renew()
+            except CoretexError:
+                log.warning("could not renew the lease of job %s", self._job_id, exc_info=True)

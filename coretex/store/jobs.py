@@ -25,6 +25,13 @@ from coretex.settings import Settings
 from coretex.store._redis import load_script, redis_errors
 
 HISTORY_MAXLEN = 1000
+
+
+class StaleAttemptError(IllegalTransitionError):
+    """The job moved on to another attempt; whatever this attempt reports is ignored."""
+
+    code = "stale_attempt"
+
 DEFAULT_IDEMPOTENCY_WINDOW_S = 24 * 3600
 _INT_FIELDS = {f.name for f in fields(JobRecord) if f.type in ("int", int)}
 _FLOAT_FIELDS = {"created_at", "updated_at"}
@@ -88,10 +95,14 @@ class JobStore:
             raise NotFoundError(f"job {job_id} not found")
         return _decode(raw)
 
-    def transition(self, job_id: str, target: JobState, *, note: str = "", **changes: Any) -> bool:
+    def transition(
+        self, job_id: str, target: JobState, *, note: str = "", attempt: int | None = None, **changes: Any
+    ) -> bool:
         """Move ``job_id`` to ``target`` with ``changes``; return False if it was already there.
 
         ``note`` says why in the job's history; ``changes`` are record fields set with the move.
+        With ``attempt``, the move applies only while the job is on that attempt (else
+        :class:`StaleAttemptError`): a late result of an abandoned attempt changes nothing.
 
         Raise :class:`IllegalTransitionError` when the lifecycle forbids the move (for example a
         late result for a job that already timed out) and :class:`NotFoundError` for no job.
@@ -102,10 +113,12 @@ class JobStore:
             status, current = self._transition(
                 keys=[self._key(job_id), self._events_key(job_id)],
                 args=[target.value, repr(time.time()), note, json.dumps(allowed), json.dumps(extra),
-                      HISTORY_MAXLEN],
+                      HISTORY_MAXLEN, "" if attempt is None else str(attempt)],
             )
         if status == "missing":
             raise NotFoundError(f"job {job_id} not found")
+        if status == "stale":
+            raise StaleAttemptError(f"job {job_id} is no longer on attempt {attempt}")
         if status == "illegal":
             raise IllegalTransitionError(f"job {job_id}: {current} -> {target.value} is not allowed")
         return bool(status == "ok")

@@ -174,7 +174,7 @@ def test_valid_config_of_every_section_passes() -> None:
         ({"timeouts": {"topics": {"job.x": {"timeout_seconds": 1.0}}}}, "timeouts", "/topics/job.x/timeout_seconds",
          "1.0 is not of type 'integer'"),
         ({"timeouts": {"topics": {"job.x": {"retries": 1}}}}, "timeouts", "/topics/job.x", "'retries' was unexpected"),
-        ({"timeouts": {"default": {}}}, "timeouts", "/", "'default' was unexpected"),
+        ({"timeouts": {"defaults": {}}}, "timeouts", "/", "'defaults' was unexpected"),
         ({"limits": {"max_concurrent_jobs": True}}, "limits", "/max_concurrent_jobs", "True is not of type 'integer'"),
         ({"retention": {"forever": 1}}, "retention", "/", "'forever' was unexpected"),
         ({"system": []}, "system", "/", "[] is not of type 'object'"),

@@ -8,12 +8,17 @@
 -- ARGV[4]  JSON array of the states the target may be entered from
 -- ARGV[5]  JSON object of extra fields to set with the move (all values strings)
 -- ARGV[6]  history MAXLEN
+-- ARGV[7]  the attempt the move belongs to, or "" for any: a move for an older attempt (a late
+--          result, a redelivered message) is refused as "stale"
 --
--- Returns {"ok", previous} | {"same", current} | {"illegal", current} | {"missing", ""}.
+-- Returns {"ok", previous} | {"same", current} | {"illegal", current} | {"stale", current} | {"missing", ""}.
 -- "same" applies nothing: a repeated result or a re-delivered message changes state once only.
 local current = redis.call("HGET", KEYS[1], "state")
 if not current then
   return {"missing", ""}
+end
+if ARGV[7] ~= "" and redis.call("HGET", KEYS[1], "attempts") ~= ARGV[7] then
+  return {"stale", current}
 end
 if current == ARGV[1] then
   return {"same", current}

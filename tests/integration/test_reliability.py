@@ -1,0 +1,153 @@
+"""Retries with backoff, timeouts and lost workers, with real kernel, control worker, beat and two
+pack workers: no job is lost, and each result is applied once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from coretex.model.job import JobMeta, JobRecord, JobState
+from coretex.scheduler.submit import SubmitRequest, submit_job
+from coretex.services import Services
+from coretex.settings import load_settings
+from coretex.testing import ProcessStack, RedisServer, eventually, free_port, wait_for_port
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Env:
+    processes: ProcessStack
+    services: Services
+    tmp: Path
+
+    def submit(self, topic: str, **payload: object) -> tuple[str, Path]:
+        log = self.tmp / f"{uuid.uuid4().hex}.log"
+        log.touch()
+        job_id = submit_job(self.services, SubmitRequest(topic, {**payload, "log": str(log)}, JobMeta())).job_id
+        return job_id, log
+
+    def ended(self, job_id: str, timeout: float = 45) -> JobRecord:
+        return eventually(lambda: (r := self.services.jobs.get(job_id)).terminal and r, timeout=timeout,
+                          message=f"job {job_id} to end")
+
+
+def _config(target: Path) -> Path:
+    shutil.copytree(REPO / "config", target)
+    pools = yaml.safe_load((target / "pools.yaml").read_text())
+    pools["pools"]["rel"] = {"requires": []}
+    pools["topics"].update({"job.flaky": "rel", "job.broken": "rel", "job.slow": "rel", "job.hang": "rel"})
+    (target / "pools.yaml").write_text(yaml.safe_dump(pools))
+    timeouts = {
+        "default": {"timeout_seconds": 60, "max_retries": 2},
+        "topics": {"job.hang": {"timeout_seconds": 1, "max_retries": 1}},
+    }
+    (target / "timeouts.yaml").write_text(yaml.safe_dump(timeouts))
+    return target
+
+
+@pytest.fixture(scope="module")
+def env(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp = tmp_path_factory.mktemp("reliability")
+    kernel_addr = f"127.0.0.1:{free_port()}"
+    variables = {
+        "CORETEX_REDIS_URL": redis_server.url,
+        "CORETEX_NAMESPACE": "rel" + uuid.uuid4().hex[:8],
+        "CORETEX_KERNEL_ADDR": kernel_addr,
+        "CORETEX_CONFIG_DIR": str(_config(tmp / "config")),
+        "CORETEX_POLICIES_DIR": str(REPO / "policies"),
+        "CORETEX_LEASE_S": "2",
+    }
+    processes = ProcessStack(variables, tmp / "logs", cwd=REPO)
+    processes.start("kernel", "kernel", "--listen", kernel_addr)
+    processes.start("control", "control", "-c", "2")
+    processes.start("beat", "beat", "--schedule-file", str(tmp / "beat-schedule"))
+    for name in ("w1", "w2"):
+        processes.start(name, "worker", "--pool", "rel", "--app", "tests.workers.reliability:worker", "-c", "1")
+    services = Services(load_settings(variables))
+    wait_for_port("127.0.0.1", int(kernel_addr.rsplit(":", 1)[1]), timeout=30)
+    try:
+        yield Env(processes, services, tmp)
+    finally:
+        processes.stop_all()
+        services.close()
+
+
+def test_transient_failures_are_retried_with_backoff_until_success(env: Env) -> None:
+    job_id, log = env.submit("job.flaky", succeed_on=3)
+
+    record = env.ended(job_id)
+
+    assert record.state is JobState.SUCCEEDED, record
+    assert record.attempts == 3 and record.max_retries == 2
+    assert env.services.pointers.get_json(record.result_ptr, "default") == {"tries": 3}
+    states = [e["to"] for e in env.services.jobs.history(job_id)]
+    assert states.count("DISPATCHED") == 3 and states.count("SCHEDULED") == 3  # first schedule + 2 retries
+    notes = [e["reason"] for e in env.services.jobs.history(job_id) if e["to"] == "SCHEDULED"][1:]
+    assert all("retry in" in note for note in notes)
+
+
+def test_retries_run_out_into_the_dlq(env: Env) -> None:
+    job_id, log = env.submit("job.flaky", succeed_on=99)
+
+    record = env.ended(job_id)
+
+    assert record.state is JobState.FAILED and record.attempts == 3
+    entry = env.services.dlq.get(job_id)
+    assert entry.error_code == "max_retries_exceeded" and entry.attempts == 3
+    assert "transient failure" in entry.error_message
+    assert len(log.read_text().splitlines()) == 3
+
+
+def test_permanent_failure_is_not_retried(env: Env) -> None:
+    job_id, log = env.submit("job.broken")
+
+    record = env.ended(job_id)
+
+    assert record.state is JobState.FAILED and record.attempts == 1
+    assert env.services.dlq.get(job_id).error_code == "bad_request"
+    assert len(log.read_text().splitlines()) == 1
+
+
+def test_timeout_then_retry_then_dlq(env: Env) -> None:
+    job_id, log = env.submit("job.hang", sleep=30)
+
+    record = env.ended(job_id, timeout=60)
+
+    assert record.state is JobState.TIMEOUT and record.attempts == 2
+    entry = env.services.dlq.get(job_id)
+    assert entry.error_code == "max_retries_exceeded" and entry.last_state == "RUNNING"
+    states = [e["to"] for e in env.services.jobs.history(job_id)]
+    assert "TIMEOUT" == states[-1] and states.count("RUNNING") == 2
+    assert "finish" not in log.read_text()  # the handler was interrupted both times
+
+
+def test_killed_worker_job_is_retried_elsewhere_and_applied_once(env: Env) -> None:
+    job_id, log = env.submit("job.slow", sleep=3)
+    running = eventually(lambda: (r := env.services.jobs.get(job_id)).state is JobState.RUNNING and r,
+                         timeout=30, message="the slow job to start")
+    victim = next(name for name, proc in env.processes.procs.items() if running.worker_id.endswith(f"-{proc.pid}"))
+    os.killpg(env.processes.procs[victim].pid, signal.SIGKILL)
+    env.processes.procs.pop(victim).wait(timeout=10)
+
+    record = env.ended(job_id, timeout=60)
+
+    assert record.state is JobState.SUCCEEDED, record
+    assert record.attempts == 2
+    assert not record.worker_id.endswith(f"-{running.worker_id.rsplit('-', 1)[1]}")
+    lines = log.read_text().splitlines()
+    assert sum(line.startswith("start") for line in lines) == 2
+    assert sum(line.startswith("finish") for line in lines) == 1
+    reasons = [e["reason"] for e in env.services.jobs.history(job_id)]
+    assert any("worker_lost" in r for r in reasons)
+    assert [e["to"] for e in env.services.jobs.history(job_id)].count("SUCCEEDED") == 1

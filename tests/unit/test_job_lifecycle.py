@@ -1,0 +1,72 @@
+"""The job lifecycle, budgets and retry backoff: pure rules, no services."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from coretex.agent.v1 import safety_pb2
+from coretex.model.job import TERMINAL_STATES, JobState, can_transition, sources_of
+from coretex.scheduler.budgets import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, budget_for
+from coretex.scheduler.retries import BACKOFF_CAP_S, backoff_s
+
+S = JobState
+
+
+@pytest.mark.parametrize(("current", "target"), [
+    (S.PENDING, S.SCHEDULED), (S.SCHEDULED, S.DISPATCHED), (S.DISPATCHED, S.RUNNING), (S.RUNNING, S.SUCCEEDED),
+    (S.SCHEDULED, S.APPROVAL_REQUIRED), (S.APPROVAL_REQUIRED, S.SCHEDULED), (S.RUNNING, S.SCHEDULED),
+    (S.DISPATCHED, S.SCHEDULED), (S.RUNNING, S.TIMEOUT), (S.PENDING, S.CANCELLED), (S.RUNNING, S.CANCELLED),
+])
+def test_forward_moves_and_retries_are_allowed(current: JobState, target: JobState) -> None:
+    assert can_transition(current, target)
+    assert current in sources_of(target)
+
+
+@pytest.mark.parametrize(("current", "target"), [
+    (S.RUNNING, S.DISPATCHED), (S.SCHEDULED, S.PENDING), (S.PENDING, S.RUNNING), (S.APPROVAL_REQUIRED, S.RUNNING),
+    (S.PENDING, S.SUCCEEDED),
+])
+def test_backward_and_skipping_moves_are_refused(current: JobState, target: JobState) -> None:
+    assert not can_transition(current, target)
+
+
+@pytest.mark.parametrize("terminal", sorted(TERMINAL_STATES))
+def test_terminal_states_never_move_but_repeat_idempotently(terminal: JobState) -> None:
+    assert can_transition(terminal, terminal)
+    assert not any(can_transition(terminal, other) for other in JobState if other != terminal)
+
+
+def test_budget_prefers_exact_topic_then_longest_glob_then_default() -> None:
+    timeouts = {
+        "default": {"timeout_seconds": 100, "max_retries": 5},
+        "topics": {
+            "job.a.*": {"timeout_seconds": 10},
+            "job.a.b.*": {"max_retries": 1},
+            "job.a.b.c": {"timeout_seconds": 3},
+        },
+    }
+    assert (budget_for(timeouts, "job.a.b.c").timeout_s, budget_for(timeouts, "job.a.b.c").max_retries) == (3, 5)
+    assert (budget_for(timeouts, "job.a.b.x").timeout_s, budget_for(timeouts, "job.a.b.x").max_retries) == (100, 1)
+    assert budget_for(timeouts, "job.a.x").timeout_s == 10
+    assert budget_for({}, "job.z") == budget_for({"topics": {}}, "job.z")
+    assert (budget_for({}, "job.z").timeout_s, budget_for({}, "job.z").max_retries) == (
+        DEFAULT_TIMEOUT_S, DEFAULT_MAX_RETRIES)
+
+
+def test_policy_constraints_only_tighten_the_budget() -> None:
+    timeouts = {"default": {"timeout_seconds": 60, "max_retries": 3}}
+    tight = safety_pb2.PolicyConstraints(budgets=safety_pb2.BudgetConstraints(max_runtime_ms=2500, max_retries=1))
+    loose = safety_pb2.PolicyConstraints(budgets=safety_pb2.BudgetConstraints(max_runtime_ms=10**9, max_retries=9))
+    assert (budget_for(timeouts, "t", tight).timeout_s, budget_for(timeouts, "t", tight).max_retries) == (3, 1)
+    assert (budget_for(timeouts, "t", loose).timeout_s, budget_for(timeouts, "t", loose).max_retries) == (60, 3)
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    rng = random.Random(7)
+    for attempt in range(1, 12):
+        ceiling = min(BACKOFF_CAP_S, 2.0 ** (attempt - 1))
+        delays = [backoff_s(attempt, rng) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1  # jittered, so synchronized retries spread out
