@@ -18,7 +18,7 @@ from coretex.bus import DISPATCH_TASK, send_packet
 from coretex.errors import CoretexError, IllegalTransitionError
 from coretex.model.approval import Approval, ApprovalStatus, request_hash
 from coretex.model.job import JobRecord, JobState
-from coretex.scheduler.dead_letter import dead_letter
+from coretex.scheduler.dead_letter import end_with_dead_letter
 from coretex.scheduler.packets import job_request_packet, meta_from_message, policy_request
 from coretex.scheduler.pipeline import Dispatch
 from coretex.services import Services
@@ -104,9 +104,8 @@ def reject(services: Services, job_id: str, approver: str, note: str = "") -> Ap
     record = _parked(services, job_id)
     decided = services.approvals.decide(job_id, record.tenant_id, ApprovalStatus.REJECTED, approver, note, time.time())
     message = f"rejected by {approver}" + (f": {note}" if note else "")
-    services.jobs.transition(job_id, JobState.DENIED, note=message,
-                             error_code="approval_rejected", error_message=message)
-    dead_letter(services, services.jobs.get(job_id), JobState.APPROVAL_REQUIRED, "approval_rejected", message)
+    end_with_dead_letter(services, record, JobState.DENIED, dlq_code="approval_rejected", dlq_message=message,
+                         note=message, error_code="approval_rejected", error_message=message)
     return decided
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from coretex.agent.v1 import buspacket_pb2
 from coretex.bus import EXECUTE_TASK, send_packet
 from coretex.model.job import JobState
 from coretex.scheduler.approvals import is_approved, park_for_approval
 from coretex.scheduler.budgets import budget_for
-from coretex.scheduler.dead_letter import dead_letter
+from coretex.scheduler.dead_letter import end_with_dead_letter
 from coretex.scheduler.packets import ATTEMPT_ENV, TIMEOUT_ENV
 from coretex.scheduler.pipeline import Dispatch, PolicyCheck, Routing, SecretDetection, Stage, Verdict, run_stages
 from coretex.scheduler.retries import fail_attempt
@@ -79,11 +80,12 @@ def stop_job(services: Services, dispatch: Dispatch, verdict: Verdict) -> JobSta
     record = dispatch.record
     if verdict.state is JobState.APPROVAL_REQUIRED:
         park_for_approval(services, dispatch)
-    services.jobs.transition(
-        record.job_id, verdict.state, note=verdict.error_code,
-        error_code=verdict.error_code, error_message=verdict.error_message, **dispatch.decision_fields(),
-    )
+    changes = {"note": verdict.error_code, "error_code": verdict.error_code, "error_message": verdict.error_message,
+               **dispatch.decision_fields()}
+    scheduled = replace(record, state=JobState.SCHEDULED)
     if verdict.dead_letter:
-        dead_letter(services, services.jobs.get(record.job_id), JobState.SCHEDULED,
-                    verdict.error_code, verdict.error_message)
+        end_with_dead_letter(services, scheduled, verdict.state, dlq_code=verdict.error_code,
+                             dlq_message=verdict.error_message, **changes)
+    else:
+        services.jobs.transition(record.job_id, verdict.state, **changes)
     return verdict.state

@@ -16,7 +16,7 @@ import time
 from coretex.bus import DISPATCH_TASK, send_packet
 from coretex.errors import IllegalTransitionError, NotFoundError
 from coretex.model.job import JobRecord, JobState
-from coretex.scheduler.dead_letter import dead_letter
+from coretex.scheduler.dead_letter import end_with_dead_letter
 from coretex.scheduler.packets import job_request_packet
 from coretex.services import Services
 from coretex.store.timers import DEADLINE, RETRY, Timer
@@ -78,12 +78,13 @@ def _retry_later(services: Services, record: JobRecord, attempt: int, code: str,
 def _finish(
     services: Services, record: JobRecord, attempt: int, code: str, message: str, retryable: bool, outcome: JobState
 ) -> JobState:
-    services.jobs.transition(record.job_id, outcome, attempt=attempt, note=code, error_code=code, error_message=message)
     exhausted = retryable and record.max_retries > 0
-    dlq_code = "max_retries_exceeded" if exhausted else code
-    dlq_message = f"{code}: {message} (after {attempt} attempts)" if exhausted else message
-    # last_state: where the job stood when its last attempt ended (DISPATCHED or RUNNING)
-    dead_letter(services, services.jobs.get(record.job_id), record.state, dlq_code, dlq_message)
+    # The DLQ's last_state is where the job stood when its last attempt ended (DISPATCHED or RUNNING).
+    end_with_dead_letter(
+        services, record, outcome, attempt=attempt, note=code, error_code=code, error_message=message,
+        dlq_code="max_retries_exceeded" if exhausted else code,
+        dlq_message=f"{code}: {message} (after {attempt} attempts)" if exhausted else message,
+    )
     return outcome
 
 

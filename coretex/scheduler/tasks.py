@@ -12,13 +12,16 @@ from celery import Celery
 from coretex.bus import DISPATCH_TASK, RESULT_TASK, TICK_TASK, parse_result_task_id, register_task
 from coretex.errors import EnvelopeError, NotFoundError
 from coretex.protocol.envelope import decode_packet
+from coretex.scheduler.cancel import REVOKE, fire_revoke
 from coretex.scheduler.dispatcher import dispatch_job
 from coretex.scheduler.results import apply_result
 from coretex.scheduler.retries import fire_deadline, fire_retry, reap_lease
 from coretex.services import Services
-from coretex.store.timers import RETRY
+from coretex.store.timers import DEADLINE, RETRY
 
 log = logging.getLogger(__name__)
+
+TIMER_ACTIONS = {RETRY: fire_retry, DEADLINE: fire_deadline, REVOKE: fire_revoke}
 
 
 def register_control_tasks(app: Celery, services: Callable[[], Services]) -> None:
@@ -50,7 +53,7 @@ def register_control_tasks(app: Celery, services: Callable[[], Services]) -> Non
         now = time.time()
         svc.redis.set(f"{svc.settings.namespace}:beat:last_tick", repr(now), ex=60)
         for timer in svc.timers.pop_due(now):
-            (fire_retry if timer.kind == RETRY else fire_deadline)(svc, timer)
+            TIMER_ACTIONS[timer.kind](svc, timer)
         for lease in svc.leases.pop_expired(now):
             reap_lease(svc, lease.job_id, lease.attempt)
         swept = svc.artifacts.sweep(now)

@@ -14,7 +14,7 @@ Guarantee: delivery is at-least-once (a job may run twice after a worker dies or
 redelivers), so handlers should be idempotent. The control plane applies each job's result once.
 """
 
-from coretex.sdk._context import JobContext
+from coretex.sdk._context import JobCancelledError, JobContext
 from coretex.sdk._worker import HandlerError, Worker
 
-__all__ = ["HandlerError", "JobContext", "Worker"]
+__all__ = ["HandlerError", "JobCancelledError", "JobContext", "Worker"]

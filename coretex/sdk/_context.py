@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from coretex.errors import CoretexError
 from coretex.model.job import JobMeta
 from coretex.secrets import redact, redact_text
+
+
+class JobCancelledError(CoretexError):
+    """Raised by :meth:`JobContext.raise_if_cancelled` once the job was cancelled."""
+
+    code = "cancelled"
+
 
 ArtifactWriter = Callable[[bytes, str, str, Mapping[str, str]], str]
 """(content, content_type, retention, labels) -> artifact pointer URI."""
@@ -28,6 +37,13 @@ class JobContext:
     write_artifact: ArtifactWriter | None = field(default=None, repr=False)
     artifact_ptrs: list[str] = field(default_factory=list)
     """Pointers of the artifacts this job stored, reported in its JobResult."""
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    """Set within one heartbeat of a cancel; long handlers check it (or call ``raise_if_cancelled``)."""
+
+    def raise_if_cancelled(self) -> None:
+        """Stop here if the job was cancelled: nothing the handler returns afterwards is applied."""
+        if self.cancelled.is_set():
+            raise JobCancelledError(f"job {self.job_id} was cancelled")
 
     def redact(self, value: Any) -> Any:
         """``value`` with secrets replaced by ``[REDACTED:<kind>]`` markers, at the job's level."""

@@ -18,6 +18,7 @@ from coretex.bus import RESULT_TASK, result_task_id, send_packet
 from coretex.errors import CoretexError, IllegalTransitionError, NotFoundError
 from coretex.model.job import JobState
 from coretex.protocol.envelope import new_packet
+from coretex.scheduler.cancel import cancel_requested
 from coretex.scheduler.packets import ATTEMPT_ENV, TIMEOUT_ENV, meta_from_message
 from coretex.sdk._context import ArtifactWriter, JobContext
 from coretex.secrets import redact_text
@@ -80,8 +81,9 @@ class Worker:
         except (IllegalTransitionError, NotFoundError) as exc:
             log.warning("job %s not run: %s", request.job_id, exc)
             return job_pb2.JobResult(job_id=request.job_id, worker_id=self.worker_id)
-        with _Heartbeat(services, request.job_id, attempt):
-            outcome = self._run(services, request, packet.trace_id)
+        cancelled = threading.Event()
+        with _Heartbeat(services, request.job_id, attempt, cancelled):
+            outcome = self._run(services, request, packet.trace_id, cancelled)
         result = outcome.result
         result.execution_ms = int((time.monotonic() - started) * 1000)
         reply = new_packet(sender_id=self.worker_id, trace_id=packet.trace_id, job_result=result)
@@ -90,7 +92,9 @@ class Worker:
         send_packet(services.app, RESULT_TASK, reply, queue=services.settings.control_queue, task_id=task_id)
         return result
 
-    def _run(self, services: Services, request: job_pb2.JobRequest, trace_id: str) -> _Outcome:
+    def _run(
+        self, services: Services, request: job_pb2.JobRequest, trace_id: str, cancelled: threading.Event
+    ) -> _Outcome:
         result = job_pb2.JobResult(job_id=request.job_id, worker_id=self.worker_id)
         handler = self.handlers.get(request.topic)
         if handler is None:
@@ -107,6 +111,7 @@ class Worker:
                 input=services.pointers.get_json(request.context_ptr, tenant),
                 meta=meta_from_message(request.meta),
                 write_artifact=_artifact_writer(services, tenant, request.job_id),
+                cancelled=cancelled,
             )
             output = handler(job)
             pointer = services.pointers.put_result(request.job_id, tenant, output)
@@ -143,10 +148,11 @@ def _attempt_of(request: job_pb2.JobRequest) -> int | None:
 
 
 class _Heartbeat:
-    """Renew the attempt's lease from a daemon thread while the handler runs."""
+    """Renew the attempt's lease from a daemon thread while the handler runs, and pass on a cancel."""
 
-    def __init__(self, services: Services, job_id: str, attempt: int | None) -> None:
+    def __init__(self, services: Services, job_id: str, attempt: int | None, cancelled: threading.Event) -> None:
         self._services, self._job_id, self._attempt = services, job_id, attempt
+        self._cancelled = cancelled
         self._lease_s = services.settings.lease_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
@@ -170,5 +176,7 @@ class _Heartbeat:
         while not self._stop.wait(self._lease_s / 3):
             try:
                 self._renew()
+                if cancel_requested(self._services, self._job_id):
+                    self._cancelled.set()
             except CoretexError:
                 log.warning("could not renew the lease of job %s", self._job_id, exc_info=True)

@@ -44,6 +44,15 @@ class DLQStore:
             raise NotFoundError(f"no DLQ entry for job {job_id}")
         return _decode(raw)
 
+    def delete(self, job_id: str) -> bool:
+        """Remove an entry (after it was handled); False when there was none."""
+        with redis_errors(f"delete DLQ entry {job_id}"):
+            pipe = self._r.pipeline(transaction=True)
+            pipe.delete(self._prefix + job_id)
+            pipe.zrem(self._index, job_id)
+            deleted, _ = pipe.execute()
+        return bool(deleted)
+
     def list(self, *, tenant_id: str | None = None, limit: int = 50) -> list[DLQEntry]:
         """Newest first, optionally only one tenant's entries."""
         with redis_errors("list DLQ"):

@@ -40,6 +40,10 @@ class LeaseStore:
         with redis_errors(f"release lease of job {job_id}"):
             self._r.zrem(self._key, f"{job_id}:{attempt}")
 
+    def held(self, job_id: str, attempt: int) -> bool:
+        with redis_errors(f"read lease of job {job_id}"):
+            return self._r.zscore(self._key, f"{job_id}:{attempt}") is not None
+
     def pop_expired(self, now: float, limit: int = 500) -> list[Lease]:
         with redis_errors("pop expired leases"):
             flat = cast(list[str], self._pop(keys=[self._key], args=[repr(now), limit]))

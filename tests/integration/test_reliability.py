@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from coretex.errors import NotFoundError
 from coretex.model.job import JobMeta, JobRecord, JobState
+from coretex.scheduler.cancel import cancel_job
+from coretex.scheduler.dlq_ops import retry_dead_letter
 from coretex.scheduler.submit import SubmitRequest, submit_job
 from coretex.services import Services
 from coretex.settings import load_settings
@@ -46,7 +49,7 @@ def _config(target: Path) -> Path:
     shutil.copytree(REPO / "config", target)
     pools = yaml.safe_load((target / "pools.yaml").read_text())
     pools["pools"]["rel"] = {"requires": []}
-    pools["topics"].update({"job.flaky": "rel", "job.broken": "rel", "job.slow": "rel", "job.hang": "rel"})
+    pools["topics"].update({t: "rel" for t in ("job.flaky", "job.broken", "job.slow", "job.hang", "job.patient")})
     (target / "pools.yaml").write_text(yaml.safe_dump(pools))
     timeouts = {
         "default": {"timeout_seconds": 60, "max_retries": 2},
@@ -151,3 +154,46 @@ def test_killed_worker_job_is_retried_elsewhere_and_applied_once(env: Env) -> No
     reasons = [e["reason"] for e in env.services.jobs.history(job_id)]
     assert any("worker_lost" in r for r in reasons)
     assert [e["to"] for e in env.services.jobs.history(job_id)].count("SUCCEEDED") == 1
+
+
+def test_cancel_of_a_running_job_stops_its_handler_and_it_is_never_retried(env: Env) -> None:
+    job_id, log = env.submit("job.patient")
+    eventually(lambda: env.services.jobs.get(job_id).state is JobState.RUNNING, timeout=30,
+               message="the patient job to start")
+
+    state = cancel_job(env.services, job_id, "operator-1", "wrong target")
+
+    assert state is JobState.CANCELLED
+    assert env.services.jobs.get(job_id).state is JobState.CANCELLED  # at once, not after the worker stops
+    eventually(lambda: "stopped" in log.read_text(), timeout=10, message="the handler to see the cancel")
+    record = env.services.jobs.get(job_id)
+    assert record.state is JobState.CANCELLED and record.attempts == 1
+    assert "wrong target" in record.error_message
+    assert "finish" not in log.read_text()
+    assert cancel_job(env.services, job_id, "operator-2") is JobState.CANCELLED  # idempotent
+
+
+def test_dead_letter_retry_creates_a_linked_job_and_delete_removes_the_entry(env: Env) -> None:
+    job_id, log = env.submit("job.broken")
+    env.ended(job_id)
+    assert env.services.dlq.get(job_id).error_code == "bad_request"
+
+    receipt = retry_dead_letter(env.services, job_id, "default", "operator-1")
+    again = retry_dead_letter_or_none(env, job_id)
+
+    retried = env.ended(receipt.job_id)
+    assert retried.meta.labels["retry_of"] == job_id and retried.topic == "job.broken"
+    assert again is None  # the entry is gone once retried: a second click does nothing
+    assert env.services.pointers.get_json(retried.context_ptr, "default")["log"] == str(log)
+    assert env.services.dlq.get(receipt.job_id).error_code == "bad_request"
+    assert env.services.dlq.delete(receipt.job_id) is True
+    assert env.services.dlq.delete(receipt.job_id) is False
+    with pytest.raises(NotFoundError):
+        env.services.dlq.get(receipt.job_id)
+
+
+def retry_dead_letter_or_none(env: Env, job_id: str) -> object:
+    try:
+        return retry_dead_letter(env.services, job_id, "default", "operator-1")
+    except NotFoundError:
+        return None

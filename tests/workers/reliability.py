@@ -43,3 +43,15 @@ def slow(job: JobContext) -> Any:
     time.sleep(job.input["sleep"])
     _log(job, "finish")
     return {"slept": job.input["sleep"]}
+
+
+@worker.handler("job.patient")
+def patient(job: JobContext) -> Any:
+    """Waits up to 30 s, checking for a cancel ten times a second."""
+    _log(job, "start")
+    for _ in range(300):
+        if job.cancelled.wait(0.1):
+            _log(job, "stopped")
+            job.raise_if_cancelled()
+    _log(job, "finish")
+    return {"waited": True}

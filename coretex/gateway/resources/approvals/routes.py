@@ -17,7 +17,7 @@ from coretex.gateway.auth import ADMIN, OPERATOR, READ_ROLES, Principal, require
 from coretex.gateway.blueprint import Blueprint
 from coretex.gateway.context import current_services
 from coretex.gateway.problems import error_ref
-from coretex.gateway.resources.approvals.schemas import ApprovalSchema, DecisionSchema
+from coretex.gateway.resources.approvals.schemas import ApprovalDecisionSchema, ApprovalSchema
 from coretex.model.approval import Approval
 from coretex.scheduler.approvals import approve, reject
 from coretex.services import Services
@@ -49,7 +49,7 @@ class OneApproval(MethodView):
 
 @blp.route("/<job_id>/approve")
 class Approve(MethodView):
-    @blp.arguments(DecisionSchema)
+    @blp.arguments(ApprovalDecisionSchema)
     @blp.response(200, ApprovalSchema)
     @blp.alt_response(401, response=error_ref(401))
     @blp.alt_response(403, response=error_ref(403))
@@ -62,7 +62,7 @@ class Approve(MethodView):
 
 @blp.route("/<job_id>/reject")
 class Reject(MethodView):
-    @blp.arguments(DecisionSchema)
+    @blp.arguments(ApprovalDecisionSchema)
     @blp.response(200, ApprovalSchema)
     @blp.alt_response(401, response=error_ref(401))
     @blp.alt_response(403, response=error_ref(403))

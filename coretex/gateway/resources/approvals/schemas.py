@@ -6,7 +6,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 
-class DecisionSchema(ma.Schema):
+class ApprovalDecisionSchema(ma.Schema):
     note = fields.String(load_default="", validate=validate.Length(max=1000),
                          metadata={"description": "Why; recorded with the decision and in the job history"})
 
