@@ -109,3 +109,21 @@ def parse_result_task_id(task_id: str | None) -> tuple[int | None, bool]:
     if len(parts) >= 4 and parts[0] == "result" and parts[-2].isdigit():
         return int(parts[-2]), parts[-1] != "fatal"
     return None, True
+
+
+def queue_depth(app: Celery, queue: str) -> int:
+    """Messages waiting on ``queue`` (Redis or AMQP alike, through kombu's passive declare).
+
+    A queue nobody declared yet holds nothing: 0.
+    """
+    with app.pool.acquire(block=True) as connection:
+        channel = connection.default_channel
+        size = getattr(channel, "_size", None)
+        if size is not None:
+            # kombu's Redis channel: its passive declare checks existence without the
+            # global_keyprefix and answers 404 for a queue that holds messages, so count directly.
+            return int(size(queue))
+        try:
+            return int(channel.queue_declare(queue=queue, passive=True).message_count)
+        except connection.channel_errors:
+            return 0

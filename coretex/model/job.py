@@ -106,6 +106,8 @@ class JobRecord:
     """Deadline of each attempt, fixed at its dispatch (config timeouts, tightened by policy)."""
     max_retries: int = 0
     """Retries allowed after the first attempt, fixed at dispatch like ``timeout_s``."""
+    pending_reason: str = ""
+    """Why a job that has not ended is not running: ``<code>: <detail>`` (approval, backoff, backpressure)."""
 
     @property
     def terminal(self) -> bool:

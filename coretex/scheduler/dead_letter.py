@@ -43,6 +43,7 @@ def end_with_dead_letter(
 ) -> bool:
     """Dead-letter ``record`` (last state: its current one) and move it to terminal ``target``."""
     dead_letter(services, record, record.state, dlq_code, dlq_message)
+    changes.setdefault("pending_reason", "")
     try:
         return services.jobs.transition(record.job_id, target, attempt=attempt, **changes)
     except CoretexError:

@@ -12,19 +12,29 @@ import time
 from dataclasses import replace
 
 from coretex.agent.v1 import buspacket_pb2
-from coretex.bus import EXECUTE_TASK, send_packet
+from coretex.bus import EXECUTE_TASK, queue_depth, send_packet
 from coretex.model.job import JobState
 from coretex.scheduler.approvals import is_approved, park_for_approval
 from coretex.scheduler.budgets import budget_for
 from coretex.scheduler.dead_letter import end_with_dead_letter
 from coretex.scheduler.packets import ATTEMPT_ENV, TIMEOUT_ENV
-from coretex.scheduler.pipeline import Dispatch, PolicyCheck, Routing, SecretDetection, Stage, Verdict, run_stages
+from coretex.scheduler.pipeline import (
+    Backpressure,
+    Dispatch,
+    PolicyCheck,
+    Routing,
+    SecretDetection,
+    Stage,
+    Verdict,
+    run_stages,
+)
 from coretex.scheduler.retries import fail_attempt
 from coretex.services import Services
-from coretex.store.timers import DEADLINE, Timer
+from coretex.store.timers import DEADLINE, RETRY, Timer
 
 log = logging.getLogger(__name__)
 
+HOLD_RECHECK_S = 1.0
 DEADLINE_GRACE_S = 10
 """The tick's deadline fires this long after the worker's own soft limit, so the worker's
 TIMEOUT report normally wins and the tick only catches workers that vanished."""
@@ -35,6 +45,10 @@ def default_stages(services: Services) -> list[Stage]:
         SecretDetection(services.pointers.get_json),
         PolicyCheck(services.kernel.check, lambda dispatch: is_approved(services, dispatch)),
         Routing(services.router.route),
+        Backpressure(
+            depth=lambda pool: queue_depth(services.app, services.settings.pool_queue(pool)),
+            pools=lambda: services.router.pools, now=time.time,
+        ),
     ]
 
 
@@ -63,7 +77,8 @@ def publish(services: Services, dispatch: Dispatch, packet: buspacket_pb2.BusPac
     packet.job_request.env[TIMEOUT_ENV] = str(budget.timeout_s)
     services.jobs.transition(
         record.job_id, JobState.DISPATCHED, note=f"attempt {attempt} sent to pool {dispatch.pool}",
-        pool=dispatch.pool, timeout_s=budget.timeout_s, max_retries=budget.max_retries, **dispatch.decision_fields(),
+        pool=dispatch.pool, timeout_s=budget.timeout_s, max_retries=budget.max_retries, pending_reason="",
+        **dispatch.decision_fields(),
     )
     services.timers.schedule(Timer(DEADLINE, record.job_id, attempt, time.time() + budget.timeout_s + DEADLINE_GRACE_S))
     try:
@@ -78,10 +93,14 @@ def publish(services: Services, dispatch: Dispatch, packet: buspacket_pb2.BusPac
 
 def stop_job(services: Services, dispatch: Dispatch, verdict: Verdict) -> JobState:
     record = dispatch.record
-    if verdict.state is JobState.APPROVAL_REQUIRED:
-        park_for_approval(services, dispatch)
+    if verdict.state is JobState.SCHEDULED:  # held: look again after a short wait
+        return hold(services, dispatch, verdict)
     changes = {"note": verdict.error_code, "error_code": verdict.error_code, "error_message": verdict.error_message,
                **dispatch.decision_fields()}
+    if verdict.state is JobState.APPROVAL_REQUIRED:
+        park_for_approval(services, dispatch)
+        changes.update(error_code="", error_message="",
+                       pending_reason=f"awaiting_approval: rule {dispatch.rule_id}: {verdict.error_message}")
     scheduled = replace(record, state=JobState.SCHEDULED)
     if verdict.dead_letter:
         end_with_dead_letter(services, scheduled, verdict.state, dlq_code=verdict.error_code,
@@ -89,3 +108,11 @@ def stop_job(services: Services, dispatch: Dispatch, verdict: Verdict) -> JobSta
     else:
         services.jobs.transition(record.job_id, verdict.state, **changes)
     return verdict.state
+
+
+def hold(services: Services, dispatch: Dispatch, verdict: Verdict) -> JobState:
+    """Keep the job SCHEDULED with its pending reason and re-run the pipeline after a short wait."""
+    record = dispatch.record
+    services.jobs.note_pending(record.job_id, f"{verdict.error_code}: {verdict.error_message}")
+    services.timers.schedule(Timer(RETRY, record.job_id, record.attempts, time.time() + HOLD_RECHECK_S))
+    return JobState.SCHEDULED

@@ -11,7 +11,7 @@ new stage in :func:`default_stages`, never an ``if`` in the scheduler.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,6 +19,7 @@ from coretex.agent.v1 import job_pb2, safety_pb2
 from coretex.errors import KernelUnavailableError, RoutingError
 from coretex.model.job import JobRecord, JobState
 from coretex.scheduler.packets import meta_from_message, policy_request
+from coretex.scheduler.routing import Pool
 from coretex.secrets import detect_secrets, mark_job
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,32 @@ class Routing:
         except RoutingError as exc:
             return Verdict(JobState.FAILED, RoutingError.code, str(exc))
         return None
+
+
+class Backpressure:
+    """Hold a job while its pool's queue is over ``max_queue_depth``; refuse it when the wait runs out.
+
+    Held jobs stay SCHEDULED with pending reason ``pool_overloaded`` and are re-checked by a timer
+    (never queued silently forever); after the pool's ``max_hold_s`` they end FAILED ``pool_overloaded``.
+    """
+
+    name = "backpressure"
+
+    def __init__(self, depth: Callable[[str], int], pools: Callable[[], Mapping[str, Pool]],
+                 now: Callable[[], float]) -> None:
+        self._depth, self._pools, self._now = depth, pools, now
+
+    def __call__(self, dispatch: Dispatch) -> Verdict | None:
+        pool = self._pools()[dispatch.pool]
+        if pool.max_queue_depth is None:
+            return None
+        depth = self._depth(dispatch.pool)
+        if depth < pool.max_queue_depth:
+            return None
+        message = f"pool {dispatch.pool} has {depth} queued jobs (limit {pool.max_queue_depth})"
+        if self._now() - dispatch.record.created_at >= pool.max_hold_s:
+            return Verdict(JobState.FAILED, "pool_overloaded", f"{message}; gave up after {pool.max_hold_s}s")
+        return Verdict(JobState.SCHEDULED, "pool_overloaded", message, dead_letter=False)
 
 
 def run_stages(stages: Sequence[Stage], dispatch: Dispatch) -> Verdict | None:

@@ -53,7 +53,7 @@ def _settle(services: Services, result: job_pb2.JobResult, attempt: int | None, 
         return services.jobs.transition(
             result.job_id, target, attempt=attempt, note=f"result from {result.worker_id}",
             result_ptr=result.result_ptr, error_code=result.error_code, error_message=result.error_message,
-            worker_id=result.worker_id, execution_ms=result.execution_ms,
+            worker_id=result.worker_id, execution_ms=result.execution_ms, pending_reason="",
         )
     except (IllegalTransitionError, NotFoundError) as exc:
         log.warning("job %s: result %s not applied: %s", result.job_id, target.value, exc)

@@ -69,7 +69,7 @@ def _retry_later(services: Services, record: JobRecord, attempt: int, code: str,
     services.jobs.transition(
         record.job_id, JobState.SCHEDULED, attempt=attempt,
         note=f"attempt {attempt} failed ({code}); retry in {delay:.1f}s",
-        error_code=code, error_message=message,
+        error_code=code, error_message=message, pending_reason=f"retry_backoff: attempt {attempt + 1} at {due:.3f}",
     )
     services.timers.schedule(Timer(RETRY, record.job_id, attempt, due))
     return JobState.SCHEDULED

@@ -1,7 +1,7 @@
 """Topic -> pool routing, purely from config (``config/pools.yaml``).
 
     pools:
-      echo: {requires: [], description: "..."}
+      echo: {requires: [], description: "...", max_queue_depth: 1000}
     topics:
       job.echo: echo            # or a list of pools; keys may be globs such as job.sre.*
 
@@ -39,6 +39,8 @@ POOLS_SCHEMA: dict[str, Any] = {
                 "properties": {
                     "requires": {"type": "array", "items": {"type": "string", "minLength": 1}},
                     "description": {"type": "string"},
+                    "max_queue_depth": {"type": "integer", "minimum": 1},
+                    "max_hold_s": {"type": "integer", "minimum": 1},
                 },
             },
         },
@@ -59,6 +61,10 @@ POOLS_SCHEMA: dict[str, Any] = {
 class Pool:
     name: str
     capabilities: frozenset[str]
+    max_queue_depth: int | None = None
+    """Backpressure: past this many waiting messages new jobs are held, then refused."""
+    max_hold_s: int = 60
+    """How long backpressure may hold a job before it fails with ``pool_overloaded``."""
 
 
 class PoolRouter:
@@ -74,7 +80,12 @@ class PoolRouter:
             where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
             raise ConfigError(f"{source}: {where}: {errors[0].message}")
         pools = {
-            name: Pool(name, frozenset((spec or {}).get("requires", ())))
+            name: Pool(
+                name,
+                frozenset((spec or {}).get("requires", ())),
+                (spec or {}).get("max_queue_depth"),
+                (spec or {}).get("max_hold_s", 60),
+            )
             for name, spec in doc["pools"].items()
         }
         topics: dict[str, tuple[str, ...]] = {}

@@ -123,6 +123,18 @@ class JobStore:
             raise IllegalTransitionError(f"job {job_id}: {current} -> {target.value} is not allowed")
         return bool(status == "ok")
 
+    def note_pending(self, job_id: str, reason: str) -> None:
+        """Record why the job waits, without a state change; the history keeps every reason given."""
+        with redis_errors(f"note pending reason of job {job_id}"):
+            state = cast(str | None, self._r.hget(self._key(job_id), "state"))
+            if state is None:
+                raise NotFoundError(f"job {job_id} not found")
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hset(self._key(job_id), "pending_reason", reason)
+            pipe.xadd(self._events_key(job_id), {"from": state, "to": state, "at": repr(time.time()), "reason": reason},
+                      maxlen=HISTORY_MAXLEN, approximate=True)
+            pipe.execute()
+
     def increment_attempts(self, job_id: str) -> int:
         with redis_errors(f"count attempt of job {job_id}"):
             return int(self._r.hincrby(self._key(job_id), "attempts", 1))

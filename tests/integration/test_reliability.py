@@ -49,6 +49,9 @@ def _config(target: Path) -> Path:
     shutil.copytree(REPO / "config", target)
     pools = yaml.safe_load((target / "pools.yaml").read_text())
     pools["pools"]["rel"] = {"requires": []}
+    pools["pools"]["narrow"] = {"requires": [], "max_queue_depth": 1, "max_hold_s": 30}
+    pools["pools"]["choked"] = {"requires": [], "max_queue_depth": 1, "max_hold_s": 2}
+    pools["topics"].update({"job.narrow": "narrow", "job.choked": "choked"})
     pools["topics"].update({t: "rel" for t in ("job.flaky", "job.broken", "job.slow", "job.hang", "job.patient")})
     (target / "pools.yaml").write_text(yaml.safe_dump(pools))
     timeouts = {
@@ -197,3 +200,42 @@ def retry_dead_letter_or_none(env: Env, job_id: str) -> object:
         return retry_dead_letter(env.services, job_id, "default", "operator-1")
     except NotFoundError:
         return None
+
+
+def test_backpressure_holds_jobs_with_a_reason_and_releases_them_when_the_pool_drains(env: Env) -> None:
+    first, _ = env.submit("job.narrow")
+    eventually(lambda: env.services.jobs.get(first).state is JobState.DISPATCHED, timeout=30,
+               message="the first job to fill the narrow pool's queue")
+    held, _ = env.submit("job.narrow")
+    record = eventually(lambda: (r := env.services.jobs.get(held)).pending_reason and r, timeout=30,
+                        message="the second job to be held")
+    assert record.state is JobState.SCHEDULED and record.pending_reason.startswith("pool_overloaded")
+
+    env.processes.start("narrow", "worker", "--pool", "narrow", "--app", "tests.workers.narrow:worker", "-c", "1")
+
+    assert env.ended(first).state is JobState.SUCCEEDED
+    done = env.ended(held)
+    assert done.state is JobState.SUCCEEDED and done.pending_reason == ""
+    reasons = [e["reason"] for e in env.services.jobs.history(held)]
+    assert any(r.startswith("pool_overloaded") for r in reasons)  # the history keeps why it waited
+
+
+def test_backpressure_gives_up_after_the_pools_hold_time(env: Env) -> None:
+    first, _ = env.submit("job.choked")
+    eventually(lambda: env.services.jobs.get(first).state is JobState.DISPATCHED, timeout=30,
+               message="the first job to fill the choked pool's queue")
+    second, _ = env.submit("job.choked")
+
+    record = env.ended(second, timeout=30)
+
+    assert record.state is JobState.FAILED and record.error_code == "pool_overloaded"
+    assert env.services.dlq.get(second).error_code == "pool_overloaded"
+    assert env.services.jobs.get(first).state is JobState.DISPATCHED  # nobody consumes this pool
+
+
+def test_retry_backoff_is_a_visible_pending_reason(env: Env) -> None:
+    job_id, _ = env.submit("job.flaky", succeed_on=2)
+    waiting = eventually(lambda: (r := env.services.jobs.get(job_id)).pending_reason.startswith("retry_backoff")
+                         and r, timeout=30, message="the job to wait for its retry")
+    assert waiting.state is JobState.SCHEDULED and waiting.error_code == "handler_error"
+    assert env.ended(job_id).state is JobState.SUCCEEDED
