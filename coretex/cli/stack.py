@@ -77,6 +77,9 @@ class Stack:
             wait_for_port(*parse_listen(env["CORETEX_KERNEL_ADDR"]), timeout=30)
             self._wait_gateway(env, timeout=60)
         self.console.print(f"[green]started[/green] {', '.join(sorted(self._alive()))} (logs in {self.logs})")
+        if env["CORETEX_DEV_MODE"] == "1":
+            self.console.print("[yellow]dev mode[/yellow] (CORETEX_DEV_MODE=1): the kernel accepts unsigned policy "
+                               "bundles; production kernels require signatures (coretexctl policy sign)")
         return env
 
     def _environment(self) -> dict[str, str]:
@@ -88,6 +91,8 @@ class Stack:
             "CORETEX_CONFIG_DIR": os.environ.get("CORETEX_CONFIG_DIR") or str(REPO / "config"),
             "CORETEX_POLICIES_DIR": os.environ.get("CORETEX_POLICIES_DIR") or str(REPO / "policies"),
             "CORETEX_API_KEYS_FILE": str(self.dir / "api-keys.yaml"),
+            # A local stack runs the unsigned bundles of policies/; production kernels refuse them.
+            "CORETEX_DEV_MODE": os.environ.get("CORETEX_DEV_MODE") or "1",
         }
         if os.environ.get("CORETEX_BROKER_URL"):
             env["CORETEX_BROKER_URL"] = os.environ["CORETEX_BROKER_URL"]

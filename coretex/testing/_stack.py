@@ -15,12 +15,14 @@ class ProcessStack:
     """Start ``python -m coretex <command>`` processes sharing one environment.
 
     ``env`` is laid over the current environment with every inherited ``CORETEX_*`` variable
-    removed first, so a test never talks to a developer's stack by accident.
+    removed first, so a test never talks to a developer's stack by accident. The processes run
+    in dev mode (``CORETEX_DEV_MODE=1``: the kernel accepts unsigned policy bundles) unless
+    ``env`` sets ``CORETEX_DEV_MODE`` itself.
     """
 
     def __init__(self, env: Mapping[str, str], log_dir: Path, cwd: Path | None = None) -> None:
         base = {k: v for k, v in os.environ.items() if not k.startswith("CORETEX_")}
-        self.env = {**base, **env}
+        self.env = {**base, "CORETEX_DEV_MODE": "1", **env}
         self.log_dir = log_dir
         self.cwd = cwd
         self.procs: dict[str, subprocess.Popen[bytes]] = {}

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -17,10 +18,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from coretex.agent.v1 import job_pb2, safety_pb2, safety_pb2_grpc
-from coretex.errors import ConfigError, KernelUnavailableError, PolicyError
+from coretex.errors import ConfigError, KernelUnavailableError
 from coretex.kernel import KernelClient, KernelServer, build_kernel, build_server, serve
 from coretex.settings import Settings, load_settings
-from coretex.testing import eventually, free_port, wait_for_port
+from coretex.testing import RedisServer, eventually, free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
 
@@ -30,14 +31,34 @@ ALLOW = safety_pb2.DECISION_TYPE_ALLOW
 DENY = safety_pb2.DECISION_TYPE_DENY
 
 
-def kernel_settings(policies_dir: Path) -> Settings:
+_REDIS_URL = ""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _redis(redis_server: RedisServer) -> None:
+    """Kernels here talk to the session's redis-server (status, last-known-good), never to 6379."""
+    global _REDIS_URL
+    _REDIS_URL = redis_server.url
+
+
+def kernel_env(policies_dir: Path) -> dict[str, str]:
+    """Dev mode: the shipped policies/ are unsigned (tests/integration/test_kernel_reload.py covers signing)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORETEX_")}
-    env["CORETEX_POLICIES_DIR"] = str(policies_dir)
-    return load_settings(env)
+    env.update({
+        "CORETEX_POLICIES_DIR": str(policies_dir),
+        "CORETEX_REDIS_URL": _REDIS_URL,
+        "CORETEX_NAMESPACE": "kg" + uuid.uuid4().hex[:10],
+        "CORETEX_DEV_MODE": "1",
+    })
+    return env
+
+
+def kernel_settings(policies_dir: Path) -> Settings:
+    return load_settings(kernel_env(policies_dir))
 
 
 @pytest.fixture(scope="module")
-def kernel() -> Iterator[KernelServer]:
+def kernel(_redis: None) -> Iterator[KernelServer]:
     server = build_kernel(kernel_settings(BASE_POLICIES), "127.0.0.1:0").start()
     yield server
     server.stop(grace=0)
@@ -97,7 +118,9 @@ def test_all_five_rpcs_answer(kernel: KernelServer, stub: safety_pb2_grpc.Safety
         and "allow-platform-jobs" in explained
     )
     snapshots = stub.ListSnapshots(safety_pb2.ListSnapshotsRequest(), timeout=5)
-    assert list(snapshots.snapshots) == [kernel.snapshot_id]
+    [snapshot] = snapshots.snapshots  # v<version>:<sha256 prefix>; decisions carry the content id v1:<prefix>
+    version, _, digest = snapshot.partition(":")
+    assert version[0] == "v" and int(version[1:]) >= 1 and digest == kernel.snapshot_id.partition(":")[2]
 
 
 def test_cordum_service_name_is_served(channel: grpc.Channel) -> None:
@@ -350,37 +373,45 @@ def test_a_taken_port_is_refused(kernel: KernelServer) -> None:
         build_kernel(kernel_settings(BASE_POLICIES), kernel.address)
 
 
+def test_serve_on_a_taken_port_exits_nonzero(kernel: KernelServer) -> None:
+    with pytest.raises(SystemExit) as info:
+        serve(kernel_settings(BASE_POLICIES), kernel.address)
+    assert info.value.code not in (0, None)
+
+
 @pytest.mark.parametrize(
-    ("files", "message"),
+    ("files", "stage", "message"),
     [
-        (None, "does not exist"),
-        ({}, "holds no"),
-        ({"base.yaml": "version: 1\nrules: [{id: x, decision: maybe}]\n"}, "base.yaml"),
-        ({"a.yaml": "version: 1\nsurprise: true\n"}, "a.yaml"),
+        (None, "fetch", "does not exist"),
+        ({}, "fetch", "no policy bundle in"),
+        ({"base.yaml": "version: 1\nrules: [{id: x, decision: maybe}]\n"}, "parse", "base.yaml"),
+        ({"a.yaml": "version: 1\nsurprise: true\n"}, "parse", "a.yaml"),
     ],
 )
-def test_invalid_policies_dir_refuses_to_start(
-    tmp_path: Path, files: dict[str, str] | None, message: str
+def test_invalid_policies_dir_starts_not_ready_and_denies(
+    tmp_path: Path, files: dict[str, str] | None, stage: str, message: str
 ) -> None:
     policies = tmp_path / "policies"
     if files is not None:
         policies.mkdir()
         for name, text in files.items():
             (policies / name).write_text(text)
-    settings = kernel_settings(policies)
-    with pytest.raises(PolicyError, match=message):
-        build_server(settings, "127.0.0.1:0")
-    with pytest.raises(SystemExit) as info:
-        serve(settings, "127.0.0.1:0")
-    assert info.value.code not in (0, None)
+    with build_kernel(kernel_settings(policies), "127.0.0.1:0") as server:
+        assert server.reloader is not None
+        status = server.reloader.status()
+        assert (status.status, status.stage) == ("NOT_READY", stage) and message in status.message
+        with KernelClient(server.address, timeout_s=2.0) as client:
+            assert client.ready() is False
+            resp = client.check(req("job.echo"))
+        assert (resp.decision, resp.rule_id, resp.policy_snapshot) == (DENY, "POLICY_UNAVAILABLE", "")
+        assert resp.reason.startswith("POLICY_UNAVAILABLE: ") and stage in resp.reason
 
 
 # --- a real process ---------------------------------------------------------------------------------
 
 
 def run_kernel_process(policies_dir: Path, listen: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CORETEX_")}
-    env["CORETEX_POLICIES_DIR"] = str(policies_dir)
+    env = kernel_env(policies_dir)
     return subprocess.Popen(
         [sys.executable, "-m", "coretex.kernel", "--listen", listen],
         env=env,
@@ -409,16 +440,23 @@ def test_kernel_process_serves_and_stops_on_sigterm() -> None:
     assert f"kernel listening on 127.0.0.1:{port} snapshot {resp.policy_snapshot}" in stderr
 
 
-def test_kernel_process_with_bad_policies_exits_nonzero(tmp_path: Path) -> None:
-    proc = run_kernel_process(tmp_path / "missing", f"127.0.0.1:{free_port()}")
+def test_kernel_process_with_bad_policies_serves_not_ready(tmp_path: Path) -> None:
+    port = free_port()
+    proc = run_kernel_process(tmp_path / "missing", f"127.0.0.1:{port}")
     try:
+        wait_for_port("127.0.0.1", port, timeout=20)
+        with KernelClient(f"127.0.0.1:{port}", timeout_s=2.0) as client:
+            assert client.ready() is False
+            resp = client.check(req("job.echo"))
+        assert (resp.decision, resp.rule_id) == (DENY, "POLICY_UNAVAILABLE")
+        proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode != 0
-    assert "kernel not started" in stderr and "does not exist" in stderr
+    assert proc.returncode == 0, stderr
+    assert f"kernel listening on 127.0.0.1:{port} NOT READY" in stderr and "does not exist" in stderr
 
 
 def test_client_ready_reflects_the_health_service(kernel: KernelServer) -> None:
