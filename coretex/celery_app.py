@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     celery = Celery("coretex", set_as_current=False)
     celery.conf.update(celeryconfig.from_settings(settings))
     services = ProcessServices(settings, celery)
+    celery.coretex_services = services  # one per process, for its own threads
     register_control_tasks(celery, services)
     register_execute_task(celery, services)
     return celery

@@ -22,6 +22,7 @@ from coretex.store.approvals import ApprovalStore
 from coretex.store.artifacts import ArtifactStore
 from coretex.store.leases import LeaseStore
 from coretex.store.timers import TimerStore
+from coretex.store.workers import WorkerRegistry
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -64,6 +65,10 @@ class Services:
     @cached_property
     def leases(self) -> LeaseStore:
         return LeaseStore(self.redis, self.settings)
+
+    @cached_property
+    def workers(self) -> WorkerRegistry:
+        return WorkerRegistry(self.redis, self.settings)
 
     @cached_property
     def approvals(self) -> ApprovalStore:

@@ -158,5 +158,21 @@ def _kv_table(title: str, data: dict[str, Any]) -> Table:
     return table
 
 
+
+def _attach_policy_and_audit() -> None:
+    """``coretexctl policy test|keygen|sign|verify`` and ``coretexctl audit verify`` (these read files or
+    Redis directly, not the gateway)."""
+    from coretex.cli.policy_cmds import audit, policy
+    from coretex.cli.policy_keys import keygen, sign, verify
+
+    for command in (keygen, sign, verify):
+        policy.add_command(command)
+    main.add_command(policy)
+    main.add_command(audit)
+
+
+_attach_policy_and_audit()
+
+
 if __name__ == "__main__":
     main()

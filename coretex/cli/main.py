@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -37,13 +38,21 @@ def main() -> None:
 @main.command()
 @click.option("--listen", envvar="CORETEX_KERNEL_ADDR", default="127.0.0.1:50051", show_default=True,
               help="HOST:PORT for the gRPC safety kernel (env CORETEX_KERNEL_ADDR).")
+@click.option("--metrics-listen", envvar="CORETEX_KERNEL_METRICS_ADDR", default=None, metavar="HOST:PORT",
+              help="Serve Prometheus metrics (reload failures, snapshot version) here.")
 @click.option("--log-level", default="info", show_default=True)
-def kernel(listen: str, log_level: str) -> None:
-    """Serve the CAP SafetyKernel gRPC service over the bundles in CORETEX_POLICIES_DIR."""
+def kernel(listen: str, metrics_listen: str | None, log_level: str) -> None:
+    """Serve the CAP SafetyKernel gRPC service: signed policy from files and the config service,
+    hot-reloaded, every decision audited."""
+    import dataclasses
+
     from coretex.kernel.server import serve
 
     _logging(log_level)
-    serve(_settings(), listen)
+    settings = _settings()
+    if metrics_listen:
+        settings = dataclasses.replace(settings, kernel_metrics_addr=metrics_listen)
+    serve(settings, listen)
 
 
 @main.command()
@@ -109,10 +118,23 @@ def worker(pool: str, app_ref: str, concurrency: int, log_level: str) -> None:
     if sdk_worker.pool != pool:
         raise click.UsageError(f"{app_ref} declares pool {sdk_worker.pool!r}, not {pool!r}")
     activate(sdk_worker)
-    create_app(settings).worker_main([
+    app = create_app(settings)
+    _send_heartbeats(app, sdk_worker, concurrency)
+    app.worker_main([
         "worker", "-Q", settings.pool_queue(pool), "-n", f"{pool}.{settings.namespace}@%h",
         "-c", str(concurrency), "--loglevel", log_level.upper(),
     ])
+
+
+def _send_heartbeats(app: Any, sdk_worker: Any, concurrency: int) -> None:
+    """Beat from the worker's main process once its pool is up, until it shuts down."""
+    from celery.signals import worker_ready, worker_shutdown
+
+    from coretex.sdk._heartbeats import HeartbeatSender
+
+    sender = HeartbeatSender(app.coretex_services, sdk_worker, concurrency)
+    worker_ready.connect(lambda **_: sender.start(), weak=False)
+    worker_shutdown.connect(lambda **_: sender.stop(), weak=False)
 
 
 def _load_worker(ref: str) -> object:

@@ -11,7 +11,7 @@ from coretex.gateway.api import CoretexApi
 from coretex.gateway.auth import KeyRing, authenticate
 from coretex.gateway.context import install_services
 from coretex.gateway.problems import Problem
-from coretex.gateway.resources import approvals, jobs, system
+from coretex.gateway.resources import approvals, dlq, jobs, policy, system, workers
 from coretex.services import Services
 from coretex.settings import Settings, load_settings
 
@@ -36,6 +36,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     api.register_blueprint(system.blp)
     api.register_blueprint(jobs.blp)
     api.register_blueprint(approvals.blp)
+    api.register_blueprint(dlq.blp)
+    api.register_blueprint(workers.blp)
+    api.register_blueprint(policy.blp)
     return app
 
 

@@ -8,7 +8,8 @@ The key file (``CORETEX_API_KEYS_FILE``) holds SHA-256 hashes only, never keys::
 A request authenticates with ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. No file,
 or a file with no keys, means every ``/api/v1`` request is 401. The principal (name, tenant,
 role) comes from the matched key alone: headers such as ``X-Tenant`` or ``X-Principal-Role``
-are never read. Roles: ``admin`` (any tenant), ``operator``, ``submitter``, ``viewer``.
+are never read. Roles: ``admin`` (any tenant), ``operator``, ``submitter``, ``viewer``, and
+``secops`` (changes, publishes and rolls back policy bundles; reads every tenant's decisions).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ ADMIN = "admin"
 OPERATOR = "operator"
 SUBMITTER = "submitter"
 VIEWER = "viewer"
-ROLES = (ADMIN, OPERATOR, SUBMITTER, VIEWER)
+SECOPS = "secops"
+ROLES = (ADMIN, OPERATOR, SUBMITTER, VIEWER, SECOPS)
 SUBMIT_ROLES = frozenset({ADMIN, OPERATOR, SUBMITTER})
 READ_ROLES = frozenset(ROLES)
 

@@ -38,6 +38,7 @@ from coretex.errors import (
     StoreError,
 )
 from coretex.scheduler.approvals import ApprovalRefusedError, ApprovalStaleError
+from coretex.scheduler.submit import InputTooLargeError
 from coretex.store.approvals import ApprovalAlreadyDecidedError
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ _CORETEX_STATUS: tuple[tuple[type[CoretexError], int], ...] = (
     (ApprovalAlreadyDecidedError, 409),
     (ApprovalStaleError, 409),
     (ApprovalRefusedError, 403),
+    (InputTooLargeError, 413),
     (StoreError, 503),
     (KernelUnavailableError, 503),
     (RoutingError, 422),

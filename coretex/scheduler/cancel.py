@@ -10,6 +10,7 @@ in-memory and can hit a reused process, so they are never the first resort).
 
 from __future__ import annotations
 
+import base64
 import time
 
 from coretex.agent.v1 import job_pb2
@@ -40,7 +41,8 @@ def cancel_job(services: Services, job_id: str, requested_by: str, reason: str =
         signal = new_packet(sender_id=services.settings.sender_id, trace_id=record.trace_id,
                             job_cancel=job_pb2.JobCancel(job_id=job_id, reason=reason, requested_by=requested_by))
         with redis_errors(f"signal cancel of job {job_id}"):
-            services.redis.set(cancel_key(services, job_id), encode_packet(signal), ex=CANCEL_SIGNAL_TTL_S)
+            packet = base64.b64encode(encode_packet(signal)).decode()  # text: our clients decode responses
+            services.redis.set(cancel_key(services, job_id), packet, ex=CANCEL_SIGNAL_TTL_S)
         grace = services.settings.lease_s + 1  # a heartbeat (lease/3) to notice, two more to wind down
         services.timers.schedule(Timer(REVOKE, job_id, attempt, time.time() + grace))
     return JobState.CANCELLED

@@ -7,7 +7,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,8 +50,10 @@ class _Outcome:
 
 
 class Worker:
-    def __init__(self, pool: str, *, worker_id: str | None = None) -> None:
+    def __init__(self, pool: str, *, capabilities: Iterable[str] = (), worker_id: str | None = None) -> None:
         self.pool = pool
+        self.capabilities = tuple(capabilities)
+        """What this worker's hosts provide (git, docker, gpu ...), advertised in its heartbeats."""
         self.worker_id = worker_id or f"{pool}@{socket.gethostname()}-{os.getpid()}"
         self.handlers: dict[str, Handler] = {}
 
@@ -76,14 +78,18 @@ class Worker:
         attempt = _attempt_of(request)
         started = time.monotonic()
         try:
-            services.jobs.transition(request.job_id, JobState.RUNNING, attempt=attempt,
+            services.jobs.transition(request.job_id, JobState.RUNNING, attempt=attempt, pending_reason="",
                                      note=f"attempt {attempt} picked up by {self.worker_id}", worker_id=self.worker_id)
         except (IllegalTransitionError, NotFoundError) as exc:
             log.warning("job %s not run: %s", request.job_id, exc)
             return job_pb2.JobResult(job_id=request.job_id, worker_id=self.worker_id)
         cancelled = threading.Event()
-        with _Heartbeat(services, request.job_id, attempt, cancelled):
-            outcome = self._run(services, request, packet.trace_id, cancelled)
+        services.workers.job_started(self.worker_id)
+        try:
+            with _Heartbeat(services, request.job_id, attempt, cancelled):
+                outcome = self._run(services, request, packet.trace_id, cancelled)
+        finally:
+            services.workers.job_finished(self.worker_id)
         result = outcome.result
         result.execution_ms = int((time.monotonic() - started) * 1000)
         reply = new_packet(sender_id=self.worker_id, trace_id=packet.trace_id, job_result=result)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from coretex.agent.v1 import buspacket_pb2
+from coretex.kernel.audit import DecisionAuditLog
 from coretex.model.job import JobMeta, JobRecord, JobState
 from coretex.scheduler.submit import SubmitRequest, submit_job
 from coretex.services import Services
@@ -240,3 +241,17 @@ def test_secrets_in_a_failing_handler_never_reach_logs_record_or_dlq(stack: Stac
     eventually(lambda: job_id in stack.processes.log("echo"), message="the failure to be logged")
     assert token not in stack.processes.log("echo")
     assert token not in stack.processes.log("control")
+
+
+def test_every_check_lands_in_the_hash_chained_decision_audit(stack: Stack) -> None:
+    allowed = stack.submit("job.echo", {"x": 1}, tenant_id="acme")
+    denied = stack.submit("job.danger.rm", tenant_id="acme")
+    stack.wait_terminal(allowed), stack.wait_terminal(denied)
+    audit = DecisionAuditLog(stack.services.redis, stack.services.settings)
+
+    records = {r.job_id: r for r in audit.read(500) if r.job_id in (allowed, denied)}
+
+    assert (records[allowed].decision, records[allowed].rule_id) == ("allow", "allow-platform-jobs")
+    assert (records[denied].decision, records[denied].rule_id) == ("deny", "deny-destructive")
+    assert records[denied].tenant == "acme"
+    assert audit.verify().ok

@@ -19,10 +19,13 @@ from werkzeug.test import TestResponse
 from coretex.errors import ConfigError
 from coretex.gateway import create_app
 from coretex.gateway.auth import new_api_key, write_key_file
+from coretex.model.dlq import DLQEntry
 from coretex.model.job import JobState
+from coretex.sdk import Worker
+from coretex.sdk._heartbeats import HeartbeatSender
 from coretex.services import Services
 from coretex.settings import Settings
-from coretex.testing import free_port
+from coretex.testing import eventually, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -178,7 +181,7 @@ def test_submit_creates_a_pending_job_with_its_input_behind_a_pointer(gw: Gatewa
     assert job["result"] is None and job["decision"] is None and job["attempts"] == 0
     assert set(job) == {"job_id", "tenant_id", "topic", "state", "decision", "rule_id", "reason", "result_ptr",
                         "result", "error_code", "error_message", "attempts", "trace_id", "created_at",
-                        "updated_at", "pool"}
+                        "updated_at", "pool", "pending_reason"}
     record = gw.services.jobs.get(receipt["job_id"])
     assert gw.services.pointers.get_json(record.context_ptr, "acme") == payload
     assert record.meta.actor_id == "alice" and record.meta.labels == {"team": "a"}
@@ -408,7 +411,7 @@ def test_status_reports_components_and_pools(gw: Gateway) -> None:
     assert isinstance(status["version"], str) and status["version"]
     assert set(status["components"]) == {"redis", "kernel", "beat"}
     assert status["components"]["redis"] == {"ok": True, "detail": "PONG"}
-    assert status["components"]["kernel"] == {"ok": False, "addr": gw.settings.kernel_addr}
+    assert status["components"]["kernel"] == {"ok": False, "addr": gw.settings.kernel_addr, "instances": []}
     assert status["components"]["beat"] == {"ok": False, "last_tick_age_s": None}
     assert {"name": "echo", "capabilities": [], "queue": gw.settings.pool_queue("echo")} in status["pools"]
 
@@ -497,3 +500,80 @@ def test_a_broker_failure_surfaces_as_503(gateway_settings: tuple[Settings, dict
         assert_problem(response, 503)
     finally:
         _close(services)
+
+
+# ---- operator endpoints: cancel, dead letters, workers, pending reasons, tenant limits ----------
+
+def test_cancel_ends_a_waiting_job_at_once_and_is_idempotent(gw: Gateway) -> None:
+    job_id = gw.submit({"topic": "job.echo", "input": {}}).get_json()["job_id"]
+
+    cancelled = gw.call("POST", f"/api/v1/jobs/{job_id}/cancel", json={"reason": "changed my mind"})
+    again = gw.call("POST", f"/api/v1/jobs/{job_id}/cancel", json={})
+
+    assert cancelled.status_code == 200 and cancelled.get_json()["state"] == "CANCELLED"
+    assert "changed my mind" in cancelled.get_json()["error_message"]
+    assert again.status_code == 200 and again.get_json()["state"] == "CANCELLED"
+    assert_problem(gw.call("POST", f"/api/v1/jobs/{job_id}/cancel", "vera", json={}), 403)  # viewers may not
+    assert_problem(gw.call("POST", f"/api/v1/jobs/{job_id}/cancel", "bob", json={}), 404)  # other tenant
+
+
+def test_pending_reason_is_shown_on_the_job(gw: Gateway) -> None:
+    job_id = gw.submit({"topic": "job.echo"}).get_json()["job_id"]
+    assert _job(gw, job_id)["pending_reason"] is None
+
+    gw.services.jobs.note_pending(job_id, "pool_overloaded: pool echo has 9 queued jobs (limit 5)")
+
+    assert _job(gw, job_id)["pending_reason"].startswith("pool_overloaded")
+    assert any(e["reason"].startswith("pool_overloaded") for e in gw.call("GET", f"/api/v1/jobs/{job_id}/history")
+               .get_json())
+
+
+def _dead(gw: Gateway, who: str, topic: str = "job.echo") -> str:
+    job_id: str = gw.submit({"topic": topic, "input": {"n": 1}}, who=who).get_json()["job_id"]
+    record = gw.services.jobs.get(job_id)
+    gw.services.dlq.add(DLQEntry(job_id, topic, record.tenant_id, "worker_lost", "gone", "RUNNING", 3, time.time()))
+    return job_id
+
+
+def test_dead_letters_are_listed_per_tenant_retried_and_deleted(gw: Gateway) -> None:
+    mine, theirs = _dead(gw, "bob"), _dead(gw, "alice")
+
+    listed = gw.call("GET", "/api/v1/dlq", "bob").get_json()
+    assert [e["job_id"] for e in listed] == [mine]
+    assert listed[0]["error_code"] == "worker_lost" and listed[0]["last_state"] == "RUNNING"
+    assert_problem(gw.call("GET", f"/api/v1/dlq/{theirs}", "bob"), 404)
+    assert_problem(gw.call("POST", f"/api/v1/dlq/{theirs}/retry", "alice", json={}), 403)  # submitters may not
+
+    retried = gw.call("POST", f"/api/v1/dlq/{mine}/retry", "bob", json={})
+    assert retried.status_code == 202 and retried.get_json()["retry_of"] == mine
+    new = gw.services.jobs.get(retried.get_json()["job_id"])
+    assert new.meta.labels["retry_of"] == mine and new.state.value == "PENDING"
+    assert_problem(gw.call("GET", f"/api/v1/dlq/{mine}", "bob"), 404)  # retried: the entry is gone
+
+    another = _dead(gw, "bob")
+    assert gw.call("DELETE", f"/api/v1/dlq/{another}", "bob").status_code == 204
+    assert_problem(gw.call("DELETE", f"/api/v1/dlq/{another}", "bob"), 404)
+
+
+def test_live_workers_come_from_their_heartbeats(gw: Gateway) -> None:
+    worker = Worker(pool="echo", capabilities=("git", "docker"), worker_id="echo@test-1")
+    HeartbeatSender(lambda: gw.services, worker, concurrency=4).send()
+
+    listed = gw.call("GET", "/api/v1/workers", "vera").get_json()
+
+    assert listed == [{"worker_id": "echo@test-1", "pool": "echo", "capabilities": ["git", "docker"],
+                       "active_jobs": 0, "max_parallel_jobs": 4, "cpu_load": listed[0]["cpu_load"]}]
+    assert gw.call("GET", "/api/v1/workers?pool=other", "vera").get_json() == []
+
+
+def test_a_tenant_input_limit_from_config_is_413_and_writes_nothing(gw: Gateway) -> None:
+    gw.services.config.set("tenant", "acme", {"limits": {"max_input_bytes": 32}}, author="t", message="small plan")
+    eventually(lambda: gw.services.live_config.snapshot.version == gw.services.config.version(), timeout=2,
+               message="the live config to follow")
+    before = gw.namespace_keys()
+
+    problem = assert_problem(gw.submit({"topic": "job.echo", "input": {"blob": "x" * 64}}), 413)
+
+    assert "limit is 32 bytes" in problem["detail"]
+    assert gw.namespace_keys() == before
+    assert gw.submit({"topic": "job.echo", "input": {"blob": "x" * 64}}, who="bob").status_code == 202

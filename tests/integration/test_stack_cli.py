@@ -60,6 +60,13 @@ def test_up_starts_its_own_redis_runs_the_demo_and_down_stops_everything(tmp_pat
             assert response.status == 202
             assert "job_id" in json.loads(response.read())
 
+        status_request = urllib.request.Request(f"http://{stack['CORETEX_GATEWAY_ADDR']}/api/v1/status",
+                                                headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(status_request, timeout=10) as response:
+            kernel = json.loads(response.read())["components"]["kernel"]
+        assert kernel["ok"] is True
+        assert [k["status"] for k in kernel["instances"]] == ["READY"]  # dev mode: unsigned base policy
+
         again = _run(["up", "--state-dir", str(state)], env)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "already running" in again.stdout

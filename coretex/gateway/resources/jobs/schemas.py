@@ -94,6 +94,13 @@ class JobSchema(ma.Schema):
     created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)
     pool = fields.String(allow_none=True)
+    pending_reason = fields.String(allow_none=True, metadata={
+        "description": "Why a job that has not ended is not running: '<code>: <detail>' "
+                       "(awaiting_approval, retry_backoff, pool_overloaded)"})
+
+
+class CancelSchema(ma.Schema):
+    reason = fields.String(load_default="", validate=validate.Length(max=1000))
 
 
 class TransitionSchema(ma.Schema):
@@ -101,3 +108,17 @@ class TransitionSchema(ma.Schema):
     to = fields.String(required=True)
     at = fields.DateTime(required=True)
     reason = fields.String(required=True)
+
+
+class RemediateSchema(ma.Schema):
+    remediation_id = fields.String(required=True, validate=validate.Length(min=1, max=MAX_TEXT),
+                                   metadata={"description": "Id of one of the remediations the policy offers"})
+
+
+class RemediationReceiptSchema(ma.Schema):
+    job_id = fields.String(required=True, metadata={"description": "The new job"})
+    trace_id = fields.String(required=True)
+    remediation_of = fields.String(required=True, metadata={"description": "The denied job it replaces"})
+    remediation_id = fields.String(required=True)
+    duplicate = fields.Boolean(required=True, metadata={"description": "True (status 200): this remediation of "
+                                                                       "this job was submitted before (its ids)"})

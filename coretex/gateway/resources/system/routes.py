@@ -15,6 +15,7 @@ from coretex.gateway.context import current_services
 from coretex.gateway.probes import ping_redis, probe_beat, probe_redis
 from coretex.gateway.problems import error_ref
 from coretex.gateway.resources.system.schemas import HealthSchema, StatusSchema
+from coretex.kernel.status import read_kernel_statuses
 from coretex.services import Services
 
 blp = Blueprint("system", __name__, description="Health and status of the platform")
@@ -44,11 +45,20 @@ class Status(MethodView):
             "namespace": services.settings.namespace,
             "components": {
                 "redis": asdict(probe_redis(services)),
-                "kernel": {"ok": services.kernel.ready(), "addr": services.settings.kernel_addr},
+                "kernel": {"ok": services.kernel.ready(), "addr": services.settings.kernel_addr,
+                           "instances": _kernels(services)},
                 "beat": asdict(probe_beat(services)),
             },
             "pools": _pools(services),
         }
+
+
+def _kernels(services: Services) -> list[dict[str, Any]]:
+    """Every live kernel's policy status (snapshot, per-source hashes, DEGRADED stage); none if unreadable."""
+    try:
+        return read_kernel_statuses(services.redis, services.settings)
+    except CoretexError:
+        return []
 
 
 def _pools(services: Services) -> list[dict[str, Any]]:

@@ -15,9 +15,28 @@ class RedisComponentSchema(ma.Schema):
     detail = fields.String(required=True, metadata={"description": "PONG, or the kind of failure"})
 
 
+class KernelInstanceSchema(ma.Schema):
+    kernel_id = fields.String(required=True)
+    addr = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": ["READY", "DEGRADED", "NOT_READY"]})
+    stage = fields.String(required=True, metadata={"description": "Failing reload stage when not READY"})
+    message = fields.String(required=True)
+    version = fields.Integer(required=True)
+    snapshot_id = fields.String(required=True)
+    policy_snapshot = fields.String(required=True)
+    sources = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                          metadata={"description": "sha256 of every policy source"})
+    loaded_at = fields.Float(required=True)
+    verified_at = fields.Float(required=True)
+    updated_at = fields.Float(required=True)
+    dev_mode = fields.Boolean(required=True)
+
+
 class KernelComponentSchema(ma.Schema):
     ok = fields.Boolean(required=True, metadata={"description": "The gRPC health check answered SERVING"})
     addr = fields.String(required=True)
+    instances = fields.List(fields.Nested(KernelInstanceSchema), required=True,
+                            metadata={"description": "Every live kernel's policy status (READY, DEGRADED ...)"})
 
 
 class BeatComponentSchema(ma.Schema):

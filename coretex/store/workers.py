@@ -1,0 +1,72 @@
+"""Live pack workers, from the CAP ``Heartbeat`` packets they send every few seconds.
+
+Keys:
+    <ns>:worker:<worker_id>          string  the latest BusPacket{heartbeat} (base64), gone after 3 missed beats
+    <ns>:worker:<worker_id>:active   string  jobs the worker is running now (INCR/DECR by its processes)
+    <ns>:workers                     zset    worker id -> last heartbeat time (pruned when read)
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import cast
+
+import redis
+
+from coretex.agent.v1 import buspacket_pb2, heartbeat_pb2
+from coretex.errors import EnvelopeError
+from coretex.protocol.envelope import decode_packet, encode_packet
+from coretex.settings import Settings
+from coretex.store._redis import redis_errors
+
+MISSED_BEATS = 3
+
+
+class WorkerRegistry:
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self._r = client
+        self._ns = settings.namespace
+
+    def beat(self, packet: buspacket_pb2.BusPacket, interval_s: float) -> None:
+        worker_id = packet.heartbeat.worker_id
+        with redis_errors(f"record heartbeat of {worker_id}"):
+            pipe = self._r.pipeline(transaction=True)
+            # base64: our clients decode responses as text, and protobuf bytes are not UTF-8
+            pipe.set(f"{self._ns}:worker:{worker_id}", base64.b64encode(encode_packet(packet)).decode(),
+                     px=int(interval_s * MISSED_BEATS * 1000))
+            pipe.zadd(f"{self._ns}:workers", {worker_id: time.time()})
+            pipe.execute()
+
+    def active_jobs(self, worker_id: str) -> int:
+        with redis_errors("read active jobs"):
+            return int(cast(str | None, self._r.get(f"{self._ns}:worker:{worker_id}:active")) or 0)
+
+    def job_started(self, worker_id: str) -> None:
+        with redis_errors("count active job"):
+            self._r.incr(f"{self._ns}:worker:{worker_id}:active")
+
+    def job_finished(self, worker_id: str) -> None:
+        with redis_errors("count active job"):
+            self._r.decr(f"{self._ns}:worker:{worker_id}:active")
+
+    def live(self, pool: str | None = None) -> list[heartbeat_pb2.Heartbeat]:
+        """Heartbeats of workers that beat recently (optionally of one pool), newest first."""
+        with redis_errors("list workers"):
+            ids = cast(list[str], self._r.zrevrange(f"{self._ns}:workers", 0, 999))
+            raw = self._r.mget([f"{self._ns}:worker:{i}" for i in ids]) if ids else []
+        found, gone = [], []
+        for worker_id, data in zip(ids, raw, strict=True):
+            if data is None:
+                gone.append(worker_id)
+                continue
+            try:
+                beat = decode_packet(base64.b64decode(data), expect="heartbeat")
+            except (EnvelopeError, ValueError):
+                continue
+            if pool is None or beat.heartbeat.pool == pool:
+                found.append(beat.heartbeat)
+        if gone:
+            with redis_errors("prune workers"):
+                self._r.zrem(f"{self._ns}:workers", *gone)
+        return found
