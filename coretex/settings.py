@@ -48,6 +48,9 @@ class Settings:
     """CAP ``sender_id`` this process stamps on the packets it emits: ``CORETEX_SENDER_ID``."""
     artifacts: ArtifactConfig = ArtifactConfig()
     """Artifact limits, retention TTLs and encryption key: ``CORETEX_ARTIFACT_*``."""
+    kernel_wait_s: float = 60.0
+    """How long a job waits (pending ``kernel_unavailable``, re-checked every second) for an
+    unreachable kernel before it is DENIED: ``CORETEX_KERNEL_WAIT_S``. It never runs unchecked."""
     lease_s: float = 30.0
     """A running job's lease; its worker renews it every third of that: ``CORETEX_LEASE_S``."""
     dev_mode: bool = False
@@ -164,6 +167,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         max_input_bytes=_int(env, "CORETEX_MAX_INPUT_BYTES", 256 * 1024),
         result_ttl_s=_int(env, "CORETEX_RESULT_TTL", 7 * 24 * 3600),
         lease_s=_float(env, "CORETEX_LEASE_S", 30.0),
+        kernel_wait_s=_float(env, "CORETEX_KERNEL_WAIT_S", 60.0),
         sender_id=env.get("CORETEX_SENDER_ID") or f"coretex-{os.uname().nodename}-{os.getpid()}",
         artifacts=ArtifactConfig.from_env(env),
         dev_mode=_bool(env, "CORETEX_DEV_MODE"),

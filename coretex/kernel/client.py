@@ -31,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from coretex.agent.v1 import safety_pb2
 from coretex.errors import ConfigError, KernelUnavailableError
+from coretex.kernel.breaker import CircuitBreaker
 from coretex.policy import Decision, DecisionKind
 
 SERVICE_PATH = "/coretex.agent.v1.SafetyKernel/"
@@ -131,6 +132,7 @@ class KernelClient:
             raise ConfigError(f"kernel timeout must be positive, got {timeout_s!r}")
         self.addr = addr
         self.timeout_s = float(timeout_s)
+        self.breaker = CircuitBreaker()
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._channel: grpc.Channel | None = None
@@ -198,18 +200,26 @@ class KernelClient:
             raise self._unavailable(exc) from exc
 
     def check(self, request: safety_pb2.PolicyCheckRequest) -> safety_pb2.PolicyCheckResponse:
-        """The kernel's decision for ``request``; :class:`KernelUnavailableError` if there is none."""
+        """The kernel's decision for ``request``; :class:`KernelUnavailableError` if there is none.
+
+        Behind a circuit breaker: after repeated failures calls fail at once until a trial succeeds.
+        """
+        self.breaker.before_call(self.addr)
         try:
             call = self._callable()
-            return call(request, timeout=self.timeout_s, wait_for_ready=False)
+            response = call(request, timeout=self.timeout_s, wait_for_ready=False)
         except grpc.RpcError as exc:
+            self.breaker.failed()
             code = exc.code()
             name = code.name if code is not None else "UNKNOWN"
             raise KernelUnavailableError(
                 f"KERNEL_UNAVAILABLE: {self.addr}: {name}: {exc.details() or 'no details'}"
             ) from exc
         except ValueError as exc:  # grpc raises ValueError for a channel closed under our feet
+            self.breaker.failed()
             raise KernelUnavailableError(f"KERNEL_UNAVAILABLE: {self.addr}: {exc}") from exc
+        self.breaker.succeeded()
+        return response
 
     def evaluate(self, request: safety_pb2.PolicyCheckRequest) -> KernelAnswer:
         """The kernel's ``Evaluate`` answer (the decision point for the policy API)."""

@@ -43,7 +43,8 @@ TIMEOUT report normally wins and the tick only catches workers that vanished."""
 def default_stages(services: Services) -> list[Stage]:
     return [
         SecretDetection(services.pointers.get_json),
-        PolicyCheck(services.kernel.check, lambda dispatch: is_approved(services, dispatch)),
+        PolicyCheck(services.kernel.check, lambda dispatch: is_approved(services, dispatch),
+                    kernel_wait_s=services.settings.kernel_wait_s),
         Routing(services.router.route),
         Backpressure(
             depth=lambda pool: queue_depth(services.app, services.settings.pool_queue(pool)),

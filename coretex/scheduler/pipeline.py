@@ -11,6 +11,7 @@ new stage in :func:`default_stages`, never an ``if`` in the scheduler.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -111,14 +112,22 @@ class PolicyCheck:
         self,
         check: Callable[[safety_pb2.PolicyCheckRequest], safety_pb2.PolicyCheckResponse],
         approved: Callable[[Dispatch], bool] = lambda dispatch: False,
+        *,
+        kernel_wait_s: float = 0.0,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self._check = check
         self._approved = approved
+        self._kernel_wait_s = kernel_wait_s
+        self._now = now
 
     def __call__(self, dispatch: Dispatch) -> Verdict | None:
         try:
             response = self._check(policy_request(dispatch.request))
         except KernelUnavailableError as exc:
+            # Never run unchecked: wait (pending, re-checked) for the kernel, then deny.
+            if self._now() - dispatch.record.created_at < self._kernel_wait_s:
+                return Verdict(JobState.SCHEDULED, "kernel_unavailable", str(exc), dead_letter=False)
             dispatch.decision, dispatch.reason = "DENY", str(exc)
             return Verdict(JobState.DENIED, KernelUnavailableError.code, str(exc))
         dispatch.decision = safety_pb2.DecisionType.Name(response.decision).removeprefix("DECISION_TYPE_")

@@ -177,27 +177,57 @@ def test_concurrent_duplicate_submits_create_one_job(stack: Stack) -> None:
     assert stack.wait_terminal(receipts[0].job_id).state is JobState.SUCCEEDED
 
 
-def test_kernel_unreachable_denies_instead_of_running(
+def test_kernel_unreachable_holds_the_job_then_denies_it_never_runs_it(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     dead_kernel = f"127.0.0.1:{free_port()}"  # nothing listens here
     env = _env(redis_server, "nokernel" + uuid.uuid4().hex[:8], dead_kernel, REPO / "config")
+    env["CORETEX_KERNEL_WAIT_S"] = "3"
     processes = ProcessStack(env, tmp_path / "logs", cwd=REPO)
     processes.start("control", "control", "-c", "1")
+    processes.start("beat", "beat", "--schedule-file", str(tmp_path / "beat-schedule"))
     processes.start("echo", "worker", "--pool", "echo", "--app", "examples.echo.worker:worker", "-c", "1")
     services = Services(load_settings(env))
     stack = Stack(processes, services)
     try:
         job_id = stack.submit("job.echo", {"x": 1})
+        waiting = eventually(lambda: (r := services.jobs.get(job_id)).pending_reason and r, timeout=30,
+                             message="the job to wait for the kernel")
         record = stack.wait_terminal(job_id, timeout=60)
         states = [event["to"] for event in services.jobs.history(job_id)]
     finally:
         processes.stop_all()
         services.close()
 
+    assert waiting.state is JobState.SCHEDULED and waiting.pending_reason.startswith("kernel_unavailable")
     assert record.state is JobState.DENIED
     assert record.error_code == "KERNEL_UNAVAILABLE"
-    assert "RUNNING" not in states
+    assert "RUNNING" not in states and "DISPATCHED" not in states
+
+
+def test_a_job_waiting_for_the_kernel_runs_once_the_kernel_is_back(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    kernel_addr = f"127.0.0.1:{free_port()}"
+    env = _env(redis_server, "latekernel" + uuid.uuid4().hex[:8], kernel_addr, REPO / "config")
+    env["CORETEX_KERNEL_WAIT_S"] = "60"
+    processes = ProcessStack(env, tmp_path / "logs", cwd=REPO)
+    processes.start("control", "control", "-c", "1")
+    processes.start("beat", "beat", "--schedule-file", str(tmp_path / "beat-schedule"))
+    processes.start("echo", "worker", "--pool", "echo", "--app", "examples.echo.worker:worker", "-c", "1")
+    services = Services(load_settings(env))
+    stack = Stack(processes, services)
+    try:
+        job_id = stack.submit("job.echo", {"late": True})
+        eventually(lambda: services.jobs.get(job_id).pending_reason.startswith("kernel_unavailable"), timeout=30,
+                   message="the job to wait for the kernel")
+        processes.start("kernel", "kernel", "--listen", kernel_addr)
+        record = stack.wait_terminal(job_id, timeout=60)
+    finally:
+        processes.stop_all()
+        services.close()
+
+    assert record.state is JobState.SUCCEEDED and record.decision == "ALLOW"
 
 
 def test_running_scheduler_routes_by_a_new_pack_overlay_within_two_seconds(stack: Stack) -> None:

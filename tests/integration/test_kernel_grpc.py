@@ -351,7 +351,8 @@ def test_client_recovers_when_the_kernel_comes_back() -> None:
                 except KernelUnavailableError:
                     return False
 
-            eventually(allowed, timeout=5, message="client reconnects to the restarted kernel")
+            # up to one breaker cool-down (5 s) plus the channel's reconnect backoff
+            eventually(allowed, timeout=15, message="client reconnects to the restarted kernel")
 
 
 # --- startup ----------------------------------------------------------------------------------------
