@@ -30,6 +30,7 @@ from coretex.scheduler.pipeline import (
 )
 from coretex.scheduler.retries import fail_attempt
 from coretex.services import Services
+from coretex.store.jobs import TenantQuotaError
 from coretex.store.timers import DEADLINE, RETRY, Timer
 
 log = logging.getLogger(__name__)
@@ -73,14 +74,19 @@ def publish(services: Services, dispatch: Dispatch, packet: buspacket_pb2.BusPac
     job still SCHEDULED), arm its deadline timer, then send it with Celery time limits."""
     record = dispatch.record
     budget = budget_for(services.live_config.section("timeouts", record.tenant_id), record.topic, dispatch.constraints)
-    attempt = services.jobs.increment_attempts(record.job_id)
+    limits = services.live_config.section("limits", record.tenant_id)
+    attempt = record.attempts + 1
     packet.job_request.env[ATTEMPT_ENV] = str(attempt)
     packet.job_request.env[TIMEOUT_ENV] = str(budget.timeout_s)
-    services.jobs.transition(
-        record.job_id, JobState.DISPATCHED, note=f"attempt {attempt} sent to pool {dispatch.pool}",
-        pool=dispatch.pool, timeout_s=budget.timeout_s, max_retries=budget.max_retries, pending_reason="",
-        **dispatch.decision_fields(),
-    )
+    try:
+        services.jobs.transition(
+            record.job_id, JobState.DISPATCHED, note=f"attempt {attempt} sent to pool {dispatch.pool}",
+            max_active=limits.get("max_concurrent_jobs"), attempts=attempt, pool=dispatch.pool,
+            timeout_s=budget.timeout_s, max_retries=budget.max_retries, pending_reason="", **dispatch.decision_fields(),
+        )
+    except TenantQuotaError as exc:
+        return hold(services, dispatch, Verdict(JobState.SCHEDULED, TenantQuotaError.code,
+                                                f"tenant {record.tenant_id}: {exc}", dead_letter=False))
     services.timers.schedule(Timer(DEADLINE, record.job_id, attempt, time.time() + budget.timeout_s + DEADLINE_GRACE_S))
     try:
         send_packet(services.app, EXECUTE_TASK, packet, queue=services.settings.pool_queue(dispatch.pool),

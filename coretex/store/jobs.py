@@ -4,6 +4,7 @@ Keys:
     <ns>:job:<job_id>            hash    the record (fields of JobRecord; ``meta`` as JSON; ``version``)
     <ns>:job:<job_id>:events     stream  append-only history: from, to, at, reason (MAXLEN ~1000)
     <ns>:idem:<tenant>:<sha256(key)>  string  job id owning an idempotency key, for the dedupe window
+    <ns>:active:<tenant>         set     the tenant's DISPATCHED and RUNNING jobs (its concurrency quota)
 
 Transitions run in ``lua/job_transition.lua``: the lifecycle check and the write are one atomic
 step, so two processes racing to move a job can never both win.
@@ -25,6 +26,12 @@ from coretex.settings import Settings
 from coretex.store._redis import load_script, redis_errors
 
 HISTORY_MAXLEN = 1000
+
+
+class TenantQuotaError(StoreError):
+    """The tenant is at its max concurrent jobs; the job waits until one of them ends."""
+
+    code = "tenant_quota"
 
 
 class StaleAttemptError(IllegalTransitionError):
@@ -96,13 +103,22 @@ class JobStore:
         return _decode(raw)
 
     def transition(
-        self, job_id: str, target: JobState, *, note: str = "", attempt: int | None = None, **changes: Any
+        self,
+        job_id: str,
+        target: JobState,
+        *,
+        note: str = "",
+        attempt: int | None = None,
+        max_active: int | None = None,
+        **changes: Any,
     ) -> bool:
         """Move ``job_id`` to ``target`` with ``changes``; return False if it was already there.
 
         ``note`` says why in the job's history; ``changes`` are record fields set with the move.
         With ``attempt``, the move applies only while the job is on that attempt (else
-        :class:`StaleAttemptError`): a late result of an abandoned attempt changes nothing.
+        :class:`StaleAttemptError`): a late result of an abandoned attempt changes nothing. With
+        ``max_active``, a move to DISPATCHED is refused (:class:`TenantQuotaError`) while the tenant
+        already has that many jobs DISPATCHED or RUNNING.
 
         Raise :class:`IllegalTransitionError` when the lifecycle forbids the move (for example a
         late result for a job that already timed out) and :class:`NotFoundError` for no job.
@@ -113,10 +129,13 @@ class JobStore:
             status, current = self._transition(
                 keys=[self._key(job_id), self._events_key(job_id)],
                 args=[target.value, repr(time.time()), note, json.dumps(allowed), json.dumps(extra),
-                      HISTORY_MAXLEN, "" if attempt is None else str(attempt)],
+                      HISTORY_MAXLEN, "" if attempt is None else str(attempt), f"{self._ns}:active:",
+                      "" if max_active is None else str(max_active)],
             )
         if status == "missing":
             raise NotFoundError(f"job {job_id} not found")
+        if status == "quota":
+            raise TenantQuotaError(f"tenant already has {current} jobs running (limit {max_active})")
         if status == "stale":
             raise StaleAttemptError(f"job {job_id} is no longer on attempt {attempt}")
         if status == "illegal":
@@ -134,10 +153,6 @@ class JobStore:
             pipe.xadd(self._events_key(job_id), {"from": state, "to": state, "at": repr(time.time()), "reason": reason},
                       maxlen=HISTORY_MAXLEN, approximate=True)
             pipe.execute()
-
-    def increment_attempts(self, job_id: str) -> int:
-        with redis_errors(f"count attempt of job {job_id}"):
-            return int(self._r.hincrby(self._key(job_id), "attempts", 1))
 
     def history(self, job_id: str) -> list[dict[str, str]]:
         """The job's transitions, oldest first."""

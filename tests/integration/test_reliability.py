@@ -34,10 +34,11 @@ class Env:
     services: Services
     tmp: Path
 
-    def submit(self, topic: str, **payload: object) -> tuple[str, Path]:
+    def submit(self, topic: str, tenant: str = "default", **payload: object) -> tuple[str, Path]:
         log = self.tmp / f"{uuid.uuid4().hex}.log"
         log.touch()
-        job_id = submit_job(self.services, SubmitRequest(topic, {**payload, "log": str(log)}, JobMeta())).job_id
+        meta = JobMeta(tenant_id=tenant)
+        job_id = submit_job(self.services, SubmitRequest(topic, {**payload, "log": str(log)}, meta)).job_id
         return job_id, log
 
     def ended(self, job_id: str, timeout: float = 45) -> JobRecord:
@@ -239,3 +240,23 @@ def test_retry_backoff_is_a_visible_pending_reason(env: Env) -> None:
                          and r, timeout=30, message="the job to wait for its retry")
     assert waiting.state is JobState.SCHEDULED and waiting.error_code == "handler_error"
     assert env.ended(job_id).state is JobState.SUCCEEDED
+
+
+def test_tenant_max_concurrent_jobs_holds_the_rest_until_one_ends(env: Env) -> None:
+    env.services.config.set("tenant", "small", {"limits": {"max_concurrent_jobs": 1}}, author="t", message="quota 1")
+    first, _ = env.submit("job.slow", tenant="small", sleep=2)
+    eventually(lambda: env.services.jobs.get(first).state is JobState.RUNNING, timeout=30,
+               message="the first job to run")
+    second, _ = env.submit("job.slow", tenant="small", sleep=0)
+    other, _ = env.submit("job.slow", tenant="default", sleep=0)  # other tenants are not held
+
+    held = eventually(lambda: (r := env.services.jobs.get(second)).pending_reason.startswith("tenant_quota") and r,
+                      timeout=30, message="the second job to be held by the quota")
+    assert held.state is JobState.SCHEDULED
+    assert env.ended(other).state is JobState.SUCCEEDED
+    assert env.ended(first).state is JobState.SUCCEEDED
+    done = env.ended(second)
+    assert done.state is JobState.SUCCEEDED and done.attempts == 1
+    first_end = float(env.services.jobs.history(first)[-1]["at"])
+    second_dispatch = next(float(e["at"]) for e in env.services.jobs.history(second) if e["to"] == "DISPATCHED")
+    assert second_dispatch >= first_end  # never two of the tenant's jobs at once

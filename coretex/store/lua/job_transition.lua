@@ -10,8 +10,15 @@
 -- ARGV[6]  history MAXLEN
 -- ARGV[7]  the attempt the move belongs to, or "" for any: a move for an older attempt (a late
 --          result, a redelivered message) is refused as "stale"
+-- ARGV[8]  prefix of the per-tenant active sets, "<ns>:active:" (the tenant comes from the record)
+-- ARGV[9]  the tenant's max concurrent jobs, or "": a move to DISPATCHED beyond it is refused as "quota"
 --
--- Returns {"ok", previous} | {"same", current} | {"illegal", current} | {"stale", current} | {"missing", ""}.
+-- <ns>:active:<tenant> (set of job ids) holds the tenant's DISPATCHED and RUNNING jobs: the quota
+-- check and the move are one step, so concurrent dispatchers can never exceed the limit. (The key
+-- is built here from the record: standalone Redis, as Coretex requires anyway.)
+--
+-- Returns {"ok", previous} | {"same", current} | {"illegal", current} | {"stale", current}
+--       | {"quota", active count} | {"missing", ""}.
 -- "same" applies nothing: a repeated result or a re-delivered message changes state once only.
 local current = redis.call("HGET", KEYS[1], "state")
 if not current then
@@ -33,6 +40,14 @@ end
 if not allowed then
   return {"illegal", current}
 end
+local job_id = redis.call("HGET", KEYS[1], "job_id")
+local active = ARGV[8] .. (redis.call("HGET", KEYS[1], "tenant_id") or "")
+if ARGV[1] == "DISPATCHED" and ARGV[9] ~= "" and redis.call("SISMEMBER", active, job_id) == 0 then
+  local running = redis.call("SCARD", active)
+  if running >= tonumber(ARGV[9]) then
+    return {"quota", tostring(running)}
+  end
+end
 local args = {"state", ARGV[1], "updated_at", ARGV[2]}
 for k, v in pairs(cjson.decode(ARGV[5])) do
   args[#args + 1] = k
@@ -40,6 +55,11 @@ for k, v in pairs(cjson.decode(ARGV[5])) do
 end
 redis.call("HSET", KEYS[1], unpack(args))
 redis.call("HINCRBY", KEYS[1], "version", 1)
+if ARGV[1] == "DISPATCHED" or ARGV[1] == "RUNNING" then
+  redis.call("SADD", active, job_id)
+else
+  redis.call("SREM", active, job_id)
+end
 redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[6], "*",
   "from", current, "to", ARGV[1], "at", ARGV[2], "reason", ARGV[3])
 return {"ok", current}
