@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: up down test test-unit lint bench protos clean
+.PHONY: up down test test-rabbitmq test-unit lint bench protos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
@@ -23,9 +23,21 @@ up: $(STAMP)
 down:
 	@if [ -x $(BIN)/coretex ]; then $(BIN)/coretex down; else echo "nothing to stop (no .venv)"; fi
 
-## test: lint, then the whole pytest suite (starts its own redis-server on a free port)
+RABBITMQ_URL ?= amqp://guest:guest@127.0.0.1:5672//
+BROKER_SUITES := tests/integration/test_e2e.py tests/integration/test_reliability.py tests/integration/test_approvals.py
+
+## test: lint, the whole pytest suite (its own redis-server on a free port), then the broker-facing
+## integration suites again on RabbitMQ when one answers at RABBITMQ_URL (state stays in Redis)
 test: $(STAMP) lint
 	$(BIN)/pytest -q
+	@if $(BIN)/python -c "import kombu,sys; c=kombu.Connection('$(RABBITMQ_URL)', connect_timeout=3); c.ensure_connection(max_retries=1); c.release()" 2>/dev/null; then \
+	  echo "== the same integration suites with RabbitMQ as the broker ($(RABBITMQ_URL))"; \
+	  CORETEX_TEST_BROKER_URL=$(RABBITMQ_URL) $(BIN)/pytest -q $(BROKER_SUITES); \
+	else echo "== no RabbitMQ answers at $(RABBITMQ_URL): the RabbitMQ pass did not run (make test-rabbitmq)"; fi
+
+## test-rabbitmq: only the broker-facing integration suites, on RabbitMQ
+test-rabbitmq: $(STAMP)
+	CORETEX_TEST_BROKER_URL=$(RABBITMQ_URL) $(BIN)/pytest -q $(BROKER_SUITES)
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

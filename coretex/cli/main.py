@@ -81,7 +81,7 @@ def control(concurrency: int, log_level: str) -> None:
     _require_compatible_store(settings)
     _load_base_config(settings)
     create_app(settings).worker_main([
-        "worker", "-Q", settings.control_queue, "-n", f"control.{settings.namespace}@%h",
+        "worker", "-Q", settings.control_queue, "-n", f"control.{settings.namespace}.{os.getpid()}@%h",
         "-c", str(concurrency), "--loglevel", log_level.upper(),
     ])
 
@@ -121,7 +121,7 @@ def worker(pool: str, app_ref: str, concurrency: int, log_level: str) -> None:
     app = create_app(settings)
     _send_heartbeats(app, sdk_worker, concurrency)
     app.worker_main([
-        "worker", "-Q", settings.pool_queue(pool), "-n", f"{pool}.{settings.namespace}@%h",
+        "worker", "-Q", settings.pool_queue(pool), "-n", f"{pool}.{settings.namespace}.{os.getpid()}@%h",
         "-c", str(concurrency), "--loglevel", log_level.upper(),
     ])
 

@@ -11,11 +11,17 @@ from pathlib import Path
 from coretex.processes import group_alive, spawn_group, stop_group
 
 
+TEST_BROKER_ENV = "CORETEX_TEST_BROKER_URL"
+"""Set it (e.g. to amqp://guest:guest@127.0.0.1:5672//) to run the stacks on another broker; state
+stays in Redis. `make test` runs the integration suites once more on RabbitMQ this way."""
+
+
 class ProcessStack:
     """Start ``python -m coretex <command>`` processes sharing one environment.
 
     ``env`` is laid over the current environment with every inherited ``CORETEX_*`` variable
-    removed first, so a test never talks to a developer's stack by accident. The processes run
+    removed first, so a test never talks to a developer's stack by accident. ``self.env`` is the
+    complete environment: build the test's own Settings from it so both sides use one broker. The processes run
     in dev mode (``CORETEX_DEV_MODE=1``: the kernel accepts unsigned policy bundles) unless
     ``env`` sets ``CORETEX_DEV_MODE`` itself.
     """
@@ -23,6 +29,9 @@ class ProcessStack:
     def __init__(self, env: Mapping[str, str], log_dir: Path, cwd: Path | None = None) -> None:
         base = {k: v for k, v in os.environ.items() if not k.startswith("CORETEX_")}
         self.env = {**base, "CORETEX_DEV_MODE": "1", **env}
+        broker = os.environ.get(TEST_BROKER_ENV)
+        if broker and "CORETEX_BROKER_URL" not in env:
+            self.env["CORETEX_BROKER_URL"] = broker
         self.log_dir = log_dir
         self.cwd = cwd
         self.procs: dict[str, subprocess.Popen[bytes]] = {}

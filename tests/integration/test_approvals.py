@@ -78,7 +78,7 @@ def env(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
     processes.start("kernel", "kernel", "--listen", kernel_addr)
     processes.start("control", "control", "-c", "1")
     processes.start("echo", "worker", "--pool", "echo", "--app", "examples.echo.worker:worker", "-c", "1")
-    services = Services(load_settings(variables))
+    services = Services(load_settings(processes.env))
     wait_for_port("127.0.0.1", int(kernel_addr.rsplit(":", 1)[1]), timeout=30)
     try:
         yield Env(processes, services, policies, kernel_addr)

@@ -80,7 +80,7 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     processes.start("kernel", "kernel", "--listen", kernel_addr)
     processes.start("control", "control", "-c", "1")
     processes.start("echo", "worker", "--pool", "echo", "--app", "examples.echo.worker:worker", "-c", "1")
-    services = Services(load_settings(env))
+    services = Services(load_settings(processes.env))
     try:
         wait_for_port("127.0.0.1", int(kernel_addr.rsplit(":", 1)[1]), timeout=30)
         yield Stack(processes, services)
@@ -144,15 +144,10 @@ def test_dispatched_message_body_is_a_bare_cap_buspacket(stack: Stack) -> None:
     job_id = stack.submit("job.idle", {"k": "v"}, tenant_id="acme")
     eventually(lambda: stack.services.jobs.get(job_id).state is JobState.DISPATCHED,
                message="job to be dispatched")
-    settings = stack.services.settings
-    queue_key = f"{settings.namespace}:celery:{settings.pool_queue('idle')}"
 
-    raw = stack.services.redis.lindex(queue_key, 0)
+    content_type, body = _raw_message(stack, stack.services.settings.pool_queue("idle"))
 
-    assert raw is not None, f"no message on {queue_key}"
-    envelope = json.loads(raw)
-    assert envelope["content-type"] == "application/x-cap+protobuf"
-    body = base64.b64decode(envelope["body"])
+    assert content_type == "application/x-cap+protobuf"
     packet = buspacket_pb2.BusPacket.FromString(body)  # protobuf alone, no Coretex helper
     assert packet.WhichOneof("payload") == "job_request"
     assert packet.protocol_version == 1
@@ -161,6 +156,22 @@ def test_dispatched_message_body_is_a_bare_cap_buspacket(stack: Stack) -> None:
     assert packet.job_request.meta.tenant_id == "acme"
     assert packet.job_request.context_ptr == f"redis://ctx:{job_id}"
     assert packet.trace_id == stack.services.jobs.get(job_id).trace_id
+
+
+def _raw_message(stack: Stack, queue: str) -> tuple[str, bytes]:
+    """The message as the broker holds it: kombu's JSON envelope in the Redis list, or AMQP's own."""
+    settings = stack.services.settings
+    if settings.broker_url.startswith("redis"):
+        raw = stack.services.redis.lindex(f"{settings.namespace}:celery:{queue}", 0)
+        assert raw is not None, f"no message on {queue}"
+        envelope = json.loads(raw)
+        return envelope["content-type"], base64.b64decode(envelope["body"])
+    with stack.services.app.connection_for_read() as connection:
+        channel = connection.default_channel
+        message = channel.basic_get(queue, no_ack=False)  # py-amqp's own message: the bytes as sent
+        assert message is not None, f"no message on {queue}"
+        channel.basic_reject(message.delivery_tag, requeue=True)
+        return str(message.properties["content_type"]), bytes(message.body)
 
 
 def test_concurrent_duplicate_submits_create_one_job(stack: Stack) -> None:
@@ -187,7 +198,7 @@ def test_kernel_unreachable_holds_the_job_then_denies_it_never_runs_it(
     processes.start("control", "control", "-c", "1")
     processes.start("beat", "beat", "--schedule-file", str(tmp_path / "beat-schedule"))
     processes.start("echo", "worker", "--pool", "echo", "--app", "examples.echo.worker:worker", "-c", "1")
-    services = Services(load_settings(env))
+    services = Services(load_settings(processes.env))
     stack = Stack(processes, services)
     try:
         job_id = stack.submit("job.echo", {"x": 1})
@@ -215,7 +226,7 @@ def test_a_job_waiting_for_the_kernel_runs_once_the_kernel_is_back(
     processes.start("control", "control", "-c", "1")
     processes.start("beat", "beat", "--schedule-file", str(tmp_path / "beat-schedule"))
     processes.start("echo", "worker", "--pool", "echo", "--app", "examples.echo.worker:worker", "-c", "1")
-    services = Services(load_settings(env))
+    services = Services(load_settings(processes.env))
     stack = Stack(processes, services)
     try:
         job_id = stack.submit("job.echo", {"late": True})

@@ -81,7 +81,7 @@ def env(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
     processes.start("beat", "beat", "--schedule-file", str(tmp / "beat-schedule"))
     for name in ("w1", "w2"):
         processes.start(name, "worker", "--pool", "rel", "--app", "tests.workers.reliability:worker", "-c", "1")
-    services = Services(load_settings(variables))
+    services = Services(load_settings(processes.env))
     wait_for_port("127.0.0.1", int(kernel_addr.rsplit(":", 1)[1]), timeout=30)
     try:
         yield Env(processes, services, tmp)
@@ -150,13 +150,15 @@ def test_killed_worker_job_is_retried_elsewhere_and_applied_once(env: Env) -> No
     record = env.ended(job_id, timeout=60)
 
     assert record.state is JobState.SUCCEEDED, record
-    assert record.attempts == 2
+    # Redis: the broker keeps the message until its visibility timeout, so the lease reaper retries
+    # (attempt 2). RabbitMQ requeues it the moment the connection drops: same attempt, other worker.
+    assert record.attempts == (2 if env.services.settings.broker_url.startswith("redis") else 1)
     assert not record.worker_id.endswith(f"-{running.worker_id.rsplit('-', 1)[1]}")
     lines = log.read_text().splitlines()
     assert sum(line.startswith("start") for line in lines) == 2
     assert sum(line.startswith("finish") for line in lines) == 1
     reasons = [e["reason"] for e in env.services.jobs.history(job_id)]
-    assert any("worker_lost" in r for r in reasons)
+    assert any("worker_lost" in r for r in reasons) == (record.attempts == 2)
     assert [e["to"] for e in env.services.jobs.history(job_id)].count("SUCCEEDED") == 1
 
 
