@@ -10,7 +10,6 @@ from pathlib import Path
 
 from coretex.processes import group_alive, spawn_group, stop_group
 
-
 TEST_BROKER_ENV = "CORETEX_TEST_BROKER_URL"
 """Set it (e.g. to amqp://guest:guest@127.0.0.1:5672//) to run the stacks on another broker; state
 stays in Redis. `make test` runs the integration suites once more on RabbitMQ this way."""
