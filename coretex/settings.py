@@ -48,6 +48,8 @@ class Settings:
     """CAP ``sender_id`` this process stamps on the packets it emits: ``CORETEX_SENDER_ID``."""
     artifacts: ArtifactConfig = ArtifactConfig()
     """Artifact limits, retention TTLs and encryption key: ``CORETEX_ARTIFACT_*``."""
+    idempotency_window_s: int = 24 * 3600
+    """How long a tenant's idempotency key maps to its first job: ``CORETEX_IDEMPOTENCY_WINDOW_S``."""
     kernel_wait_s: float = 60.0
     """How long a job waits (pending ``kernel_unavailable``, re-checked every second) for an
     unreachable kernel before it is DENIED: ``CORETEX_KERNEL_WAIT_S``. It never runs unchecked."""
@@ -168,6 +170,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         result_ttl_s=_int(env, "CORETEX_RESULT_TTL", 7 * 24 * 3600),
         lease_s=_float(env, "CORETEX_LEASE_S", 30.0),
         kernel_wait_s=_float(env, "CORETEX_KERNEL_WAIT_S", 60.0),
+        idempotency_window_s=_int(env, "CORETEX_IDEMPOTENCY_WINDOW_S", 24 * 3600),
         sender_id=env.get("CORETEX_SENDER_ID") or f"coretex-{os.uname().nodename}-{os.getpid()}",
         artifacts=ArtifactConfig.from_env(env),
         dev_mode=_bool(env, "CORETEX_DEV_MODE"),

@@ -32,6 +32,7 @@ from coretex.scheduler.retries import fail_attempt
 from coretex.services import Services
 from coretex.store.jobs import TenantQuotaError
 from coretex.store.timers import DEADLINE, RETRY, Timer
+from coretex.store.workers import HEARTBEAT_INTERVAL_S
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,9 @@ def publish(services: Services, dispatch: Dispatch, packet: buspacket_pb2.BusPac
     except TenantQuotaError as exc:
         return hold(services, dispatch, Verdict(JobState.SCHEDULED, TenantQuotaError.code,
                                                 f"tenant {record.tenant_id}: {exc}", dead_letter=False))
+    if not services.workers.pool_alive(dispatch.pool, time.time(), HEARTBEAT_INTERVAL_S):
+        services.jobs.note_pending(record.job_id, f"no_live_worker: no worker of pool {dispatch.pool} "
+                                                  "sent a heartbeat recently; the job waits on its queue")
     services.timers.schedule(Timer(DEADLINE, record.job_id, attempt, time.time() + budget.timeout_s + DEADLINE_GRACE_S))
     try:
         send_packet(services.app, EXECUTE_TASK, packet, queue=services.settings.pool_queue(dispatch.pool),

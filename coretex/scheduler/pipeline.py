@@ -146,17 +146,22 @@ class PolicyCheck:
         return Verdict(JobState.DENIED, "safety_denied", f"{dispatch.decision}: {response.reason}")
 
 
+PLACEMENT_POOL = "placement/pool"
+"""Label of a job's preferred pool: a hint, honoured only among capable pools for its topic."""
+
+
 class Routing:
     """Pick the pool from config; no mapping => FAILED with ``no_pool_mapping``."""
 
     name = "routing"
 
-    def __init__(self, route: Callable[[str, Sequence[str]], str]) -> None:
+    def __init__(self, route: Callable[[str, Sequence[str], str | None], str]) -> None:
         self._route = route
 
     def __call__(self, dispatch: Dispatch) -> Verdict | None:
+        meta = dispatch.request.meta
         try:
-            dispatch.pool = self._route(dispatch.request.topic, list(dispatch.request.meta.requires))
+            dispatch.pool = self._route(dispatch.request.topic, list(meta.requires), meta.labels.get(PLACEMENT_POOL))
         except RoutingError as exc:
             return Verdict(JobState.FAILED, RoutingError.code, str(exc))
         return None

@@ -5,7 +5,8 @@
     topics:
       job.echo: echo            # or a list of pools; keys may be globs such as job.sre.*
 
-An exact topic beats a glob; among globs the longest pattern wins. A job's ``requires`` must be
+Placement hints live in their own label namespace (``placement/pool``); ordinary labels never
+affect routing. An exact topic beats a glob; among globs the longest pattern wins. A job's ``requires`` must be
 a subset of the pool's ``requires`` (its capabilities). No mapping, or no capable pool, raises
 :class:`RoutingError` (error code ``no_pool_mapping``) with a message saying which.
 """
@@ -113,15 +114,22 @@ class PoolRouter:
                 return pools
         return ()
 
-    def route(self, topic: str, requires: Iterable[str] = ()) -> str:
-        """The pool for ``topic`` whose capabilities cover ``requires``; first listed wins."""
+    def route(self, topic: str, requires: Iterable[str] = (), preferred: str | None = None) -> str:
+        """The pool for ``topic`` whose capabilities cover ``requires``.
+
+        ``preferred`` (the job's ``placement/pool`` hint) wins when it is one of the capable
+        candidates; otherwise the first capable pool listed for the topic. A hint never makes a job
+        unroutable: an unknown or incapable preferred pool is ignored.
+        """
         needed = frozenset(requires)
         candidates = self.candidates(topic)
         if not candidates:
             raise RoutingError(f"no pool is mapped to topic {topic!r}")
-        for name in candidates:
-            if needed <= self.pools[name].capabilities:
-                return name
+        capable = [name for name in candidates if needed <= self.pools[name].capabilities]
+        if preferred in capable:
+            return preferred
+        for name in capable:
+            return name
         raise RoutingError(
             f"no pool mapped to topic {topic!r} provides {sorted(needed)} "
             f"(candidates: {', '.join(candidates)})"

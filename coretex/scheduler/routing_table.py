@@ -29,8 +29,8 @@ class RoutingTable:
     def pools(self) -> dict[str, Pool]:
         return self._router.pools
 
-    def route(self, topic: str, requires: Iterable[str] = ()) -> str:
-        return self._router.route(topic, requires)
+    def route(self, topic: str, requires: Iterable[str] = (), preferred: str | None = None) -> str:
+        return self._router.route(topic, requires, preferred)
 
     def _switch(self, snapshot: Snapshot) -> None:
         try:

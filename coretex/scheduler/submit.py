@@ -65,7 +65,8 @@ def submit_job(services: Services, request: SubmitRequest) -> SubmitReceipt:
         updated_at=now,
         meta=replace(request.meta, idempotency_key=idem_key),
     )
-    owner, created = services.jobs.create(record, idempotency_key=idem_key)
+    owner, created = services.jobs.create(record, idempotency_key=idem_key,
+                                          window_s=services.settings.idempotency_window_s)
     if not created:  # a concurrent duplicate won the race; our ctx: copy expires with its TTL
         return _duplicate(services, owner)
     try:

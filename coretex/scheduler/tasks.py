@@ -31,7 +31,8 @@ def register_control_tasks(app: Celery, services: Callable[[], Services]) -> Non
         try:
             packet = decode_packet(data, expect="job_request")
         except EnvelopeError as exc:
-            log.error("dropping undecodable submit packet: %s", exc)
+            log.error("quarantined an undecodable submit packet: %s", exc)
+            services().dlq.quarantine(DISPATCH_TASK, str(exc), data)
             return
         try:
             dispatch_job(services(), packet)
@@ -42,7 +43,8 @@ def register_control_tasks(app: Celery, services: Callable[[], Services]) -> Non
         try:
             packet = decode_packet(data, expect="job_result")
         except EnvelopeError as exc:
-            log.error("dropping undecodable result packet: %s", exc)
+            log.error("quarantined an undecodable result packet: %s", exc)
+            services().dlq.quarantine(RESULT_TASK, str(exc), data)
             return
         attempt, retryable = parse_result_task_id(task.request.id)
         apply_result(services(), packet.job_result, attempt, retryable)

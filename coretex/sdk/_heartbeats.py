@@ -12,11 +12,10 @@ from coretex.errors import CoretexError
 from coretex.protocol.envelope import new_packet
 from coretex.sdk._worker import Worker
 from coretex.services import Services
+from coretex.store.workers import HEARTBEAT_INTERVAL_S
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL_S = 5.0
-"""CAP's recommended 2-5 s; three missed beats and the worker counts as gone."""
 
 
 def heartbeat_packet(services: Services, worker: Worker, concurrency: int) -> heartbeat_pb2.Heartbeat:

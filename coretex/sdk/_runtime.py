@@ -32,7 +32,8 @@ def register_execute_task(app: Celery, services: Callable[[], Services]) -> None
         try:
             packet = decode_packet(data, expect="job_request")
         except EnvelopeError as exc:
-            log.error("dropping undecodable job packet: %s", exc)
+            log.error("quarantined an undecodable job packet: %s", exc)
+            services().dlq.quarantine(EXECUTE_TASK, str(exc), data)
             return
         worker = active_worker()
         if worker is None:

@@ -4,6 +4,7 @@ Keys:
     <ns>:worker:<worker_id>          string  the latest BusPacket{heartbeat} (base64), gone after 3 missed beats
     <ns>:worker:<worker_id>:active   string  jobs the worker is running now (INCR/DECR by its processes)
     <ns>:workers                     zset    worker id -> last heartbeat time (pruned when read)
+    <ns>:workers:pool:<pool>         zset    the same, per pool: "is anyone consuming this pool?" in one call
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from coretex.settings import Settings
 from coretex.store._redis import redis_errors
 
 MISSED_BEATS = 3
+HEARTBEAT_INTERVAL_S = 5.0
+"""CAP's recommended 2-5 s; three missed beats and a worker counts as gone."""
 
 
 class WorkerRegistry:
@@ -36,7 +39,14 @@ class WorkerRegistry:
             pipe.set(f"{self._ns}:worker:{worker_id}", base64.b64encode(encode_packet(packet)).decode(),
                      px=int(interval_s * MISSED_BEATS * 1000))
             pipe.zadd(f"{self._ns}:workers", {worker_id: time.time()})
+            pipe.zadd(f"{self._ns}:workers:pool:{packet.heartbeat.pool}", {worker_id: time.time()})
             pipe.execute()
+
+    def pool_alive(self, pool: str, now: float, interval_s: float) -> bool:
+        """Whether any worker of ``pool`` sent a heartbeat within the last three intervals."""
+        with redis_errors(f"check workers of pool {pool}"):
+            count = self._r.zcount(f"{self._ns}:workers:pool:{pool}", now - interval_s * MISSED_BEATS, "+inf")
+        return int(count) > 0
 
     def active_jobs(self, worker_id: str) -> int:
         with redis_errors("read active jobs"):

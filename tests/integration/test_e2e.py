@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from coretex.agent.v1 import buspacket_pb2
+from coretex.bus import EXECUTE_TASK, SERIALIZER
 from coretex.kernel.audit import DecisionAuditLog
 from coretex.model.job import JobMeta, JobRecord, JobState
 from coretex.scheduler.submit import SubmitRequest, submit_job
@@ -100,8 +101,8 @@ def test_echo_job_succeeds_with_its_input_as_result(stack: Stack) -> None:
     assert record.pool == "echo"
     assert record.result_ptr == f"redis://res:{job_id}"
     assert stack.services.pointers.get_json(record.result_ptr, "acme") == payload
-    states = [event["to"] for event in stack.services.jobs.history(job_id)]
-    assert states == ["PENDING", "SCHEDULED", "DISPATCHED", "RUNNING", "SUCCEEDED"]
+    moves = [e["to"] for e in stack.services.jobs.history(job_id) if e["from"] != e["to"]]  # not pending notes
+    assert moves == ["PENDING", "SCHEDULED", "DISPATCHED", "RUNNING", "SUCCEEDED"]
 
 
 def test_unmapped_topic_fails_fast_to_the_dlq(stack: Stack) -> None:
@@ -296,3 +297,26 @@ def test_every_check_lands_in_the_hash_chained_decision_audit(stack: Stack) -> N
     assert (records[denied].decision, records[denied].rule_id) == ("deny", "deny-destructive")
     assert records[denied].tenant == "acme"
     assert audit.verify().ok
+
+
+def test_a_malformed_packet_is_quarantined_and_the_worker_keeps_serving(stack: Stack) -> None:
+    settings = stack.services.settings
+    stack.services.app.send_task(EXECUTE_TASK, args=(b"\xff\x00 not a bus packet",), serializer=SERIALIZER,
+                                 queue=settings.pool_queue("echo"))
+
+    entry = eventually(lambda: stack.services.dlq.malformed(), timeout=30, message="the packet to be quarantined")[0]
+
+    assert entry["queue"] == EXECUTE_TASK and entry["size"] == str(len(b"\xff\x00 not a bus packet"))
+    assert base64.b64decode(entry["body_b64"]) == b"\xff\x00 not a bus packet"
+    assert entry["reason"]
+    assert stack.wait_terminal(stack.submit("job.echo", {"after": "garbage"})).state is JobState.SUCCEEDED
+
+
+def test_a_job_for_a_pool_nobody_consumes_says_so(stack: Stack) -> None:
+    job_id = stack.submit("job.idle", {})
+
+    record = eventually(lambda: (r := stack.services.jobs.get(job_id)).pending_reason and r, timeout=30,
+                        message="the dispatched job to explain why it does not run")
+
+    assert record.state is JobState.DISPATCHED
+    assert record.pending_reason.startswith("no_live_worker: no worker of pool idle")

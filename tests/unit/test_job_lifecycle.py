@@ -7,9 +7,11 @@ import random
 import pytest
 
 from coretex.agent.v1 import safety_pb2
+from coretex.errors import RoutingError
 from coretex.model.job import TERMINAL_STATES, JobState, can_transition, sources_of
 from coretex.scheduler.budgets import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, budget_for
 from coretex.scheduler.retries import BACKOFF_CAP_S, backoff_s
+from coretex.scheduler.routing import PoolRouter
 
 S = JobState
 
@@ -70,3 +72,19 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
         delays = [backoff_s(attempt, rng) for _ in range(50)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(set(delays)) > 1  # jittered, so synchronized retries spread out
+
+
+def test_routing_by_capabilities_hints_and_never_by_ordinary_labels() -> None:
+    router = PoolRouter.from_config({
+        "pools": {"cpu": {"requires": ["git"]}, "gpu": {"requires": ["git", "gpu"]}, "bare": {}},
+        "topics": {"job.train": ["cpu", "gpu"], "job.x.*": "bare"},
+    })
+    assert router.route("job.train", ["git"]) == "cpu"
+    assert router.route("job.train", ["gpu"]) == "gpu"  # the only eligible pool
+    assert router.route("job.train", ["git"], preferred="gpu") == "gpu"  # a capable hint wins
+    assert router.route("job.train", ["gpu"], preferred="cpu") == "gpu"  # an incapable hint is ignored
+    assert router.route("job.x.y", [], preferred="nope") == "bare"
+    with pytest.raises(RoutingError, match="provides \\['tpu'\\]"):
+        router.route("job.train", ["tpu"])
+    with pytest.raises(RoutingError, match="no pool is mapped"):
+        router.route("job.none")
