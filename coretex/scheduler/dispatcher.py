@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import MutableMapping
 from dataclasses import replace
 
 from coretex.agent.v1 import buspacket_pb2
@@ -17,7 +18,7 @@ from coretex.model.job import JobState
 from coretex.scheduler.approvals import is_approved, park_for_approval
 from coretex.scheduler.budgets import budget_for
 from coretex.scheduler.dead_letter import end_with_dead_letter
-from coretex.scheduler.packets import ATTEMPT_ENV, TIMEOUT_ENV
+from coretex.scheduler.packets import ATTEMPT_ENV, MAX_ARTIFACT_BYTES_ENV, REDACTION_LEVEL_ENV, TIMEOUT_ENV
 from coretex.scheduler.pipeline import (
     Backpressure,
     Dispatch,
@@ -79,6 +80,7 @@ def publish(services: Services, dispatch: Dispatch, packet: buspacket_pb2.BusPac
     attempt = record.attempts + 1
     packet.job_request.env[ATTEMPT_ENV] = str(attempt)
     packet.job_request.env[TIMEOUT_ENV] = str(budget.timeout_s)
+    _constraints_to_env(dispatch, packet.job_request.env)
     try:
         services.jobs.transition(
             record.job_id, JobState.DISPATCHED, note=f"attempt {attempt} sent to pool {dispatch.pool}",
@@ -119,6 +121,17 @@ def stop_job(services: Services, dispatch: Dispatch, verdict: Verdict) -> JobSta
     else:
         services.jobs.transition(record.job_id, verdict.state, **changes)
     return verdict.state
+
+
+def _constraints_to_env(dispatch: Dispatch, env: MutableMapping[str, str]) -> None:
+    """Hand the worker the policy constraints its SDK enforces before and while the handler runs."""
+    constraints = dispatch.constraints
+    if constraints is None:
+        return
+    if constraints.budgets.max_artifact_bytes > 0:
+        env[MAX_ARTIFACT_BYTES_ENV] = str(constraints.budgets.max_artifact_bytes)
+    if constraints.redaction_level:
+        env[REDACTION_LEVEL_ENV] = constraints.redaction_level
 
 
 def hold(services: Services, dispatch: Dispatch, verdict: Verdict) -> JobState:

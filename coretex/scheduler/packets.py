@@ -10,6 +10,10 @@ ATTEMPT_ENV = "coretex.attempt"
 """JobRequest.env key carrying the attempt number; the worker echoes it in its result."""
 TIMEOUT_ENV = "coretex.timeout_s"
 """JobRequest.env key carrying the attempt's deadline in seconds."""
+MAX_ARTIFACT_BYTES_ENV = "coretex.max_artifact_bytes"
+"""JobRequest.env key: the policy's artifact size cap, honoured by the SDK's put_artifact."""
+REDACTION_LEVEL_ENV = "coretex.redaction_level"
+"""JobRequest.env key: the least redaction the policy demands for what the job stores."""
 
 _ACTOR_TYPES = {
     "human": job_pb2.ACTOR_TYPE_HUMAN,

@@ -18,7 +18,9 @@ from typing import Any, Protocol
 
 from coretex.agent.v1 import job_pb2, safety_pb2
 from coretex.errors import KernelUnavailableError, RoutingError
+from coretex.kernel.wire import constraints_from_wire
 from coretex.model.job import JobRecord, JobState
+from coretex.policy.constraints import Constraints
 from coretex.scheduler.packets import meta_from_message, policy_request
 from coretex.scheduler.routing import Pool
 from coretex.secrets import detect_secrets, mark_job
@@ -155,13 +157,15 @@ class Routing:
 
     name = "routing"
 
-    def __init__(self, route: Callable[[str, Sequence[str], str | None], str]) -> None:
+    def __init__(self, route: Callable[[str, Sequence[str], str | None, Constraints | None], str]) -> None:
         self._route = route
 
     def __call__(self, dispatch: Dispatch) -> Verdict | None:
         meta = dispatch.request.meta
+        constraints = constraints_from_wire(dispatch.constraints) if dispatch.constraints is not None else None
         try:
-            dispatch.pool = self._route(dispatch.request.topic, list(meta.requires), meta.labels.get(PLACEMENT_POOL))
+            dispatch.pool = self._route(dispatch.request.topic, list(meta.requires), meta.labels.get(PLACEMENT_POOL),
+                                        constraints)
         except RoutingError as exc:
             return Verdict(JobState.FAILED, RoutingError.code, str(exc))
         return None

@@ -23,6 +23,7 @@ import jsonschema
 import yaml
 
 from coretex.errors import ConfigError, RoutingError
+from coretex.policy.constraints import Constraints, FsMode, Network, Sandbox
 
 _POOL_NAME = "^[a-z0-9][a-z0-9_-]{0,62}$"
 POOLS_SCHEMA: dict[str, Any] = {
@@ -41,6 +42,17 @@ POOLS_SCHEMA: dict[str, Any] = {
                     "requires": {"type": "array", "items": {"type": "string", "minLength": 1}},
                     "description": {"type": "string"},
                     "max_queue_depth": {"type": "integer", "minimum": 1},
+                    "profile": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "isolated": {"type": "boolean"},
+                            "network": {"enum": ["none", "egress-allowlist", "any"]},
+                            "allowlist": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                            "fs": {"enum": ["ro", "rw"]},
+                            "tools": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                        },
+                    },
                     "max_hold_s": {"type": "integer", "minimum": 1},
                 },
             },
@@ -66,6 +78,20 @@ class Pool:
     """Backpressure: past this many waiting messages new jobs are held, then refused."""
     max_hold_s: int = 60
     """How long backpressure may hold a job before it fails with ``pool_overloaded``."""
+    sandbox: Sandbox = Sandbox()
+    """The runner profile the pool's workers enforce (no profile: no isolation, any network, rw)."""
+    tools: tuple[str, ...] | None = None
+    """Tools the pool's runners offer; ``None`` = not declared (any tool)."""
+
+    def satisfies(self, constraints: Constraints | None) -> bool:
+        """Whether this pool runs jobs at least as strictly as ``constraints`` demand."""
+        if constraints is None:
+            return True
+        if not self.sandbox.at_least_as_strict_as(constraints.sandbox):
+            return False
+        if constraints.tools is not None:
+            return self.tools is not None and set(self.tools) <= set(constraints.tools)
+        return True
 
 
 class PoolRouter:
@@ -81,12 +107,7 @@ class PoolRouter:
             where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
             raise ConfigError(f"{source}: {where}: {errors[0].message}")
         pools = {
-            name: Pool(
-                name,
-                frozenset((spec or {}).get("requires", ())),
-                (spec or {}).get("max_queue_depth"),
-                (spec or {}).get("max_hold_s", 60),
-            )
+            name: _pool(name, spec or {})
             for name, spec in doc["pools"].items()
         }
         topics: dict[str, tuple[str, ...]] = {}
@@ -114,7 +135,13 @@ class PoolRouter:
                 return pools
         return ()
 
-    def route(self, topic: str, requires: Iterable[str] = (), preferred: str | None = None) -> str:
+    def route(
+        self,
+        topic: str,
+        requires: Iterable[str] = (),
+        preferred: str | None = None,
+        constraints: Constraints | None = None,
+    ) -> str:
         """The pool for ``topic`` whose capabilities cover ``requires``.
 
         ``preferred`` (the job's ``placement/pool`` hint) wins when it is one of the capable
@@ -126,9 +153,15 @@ class PoolRouter:
         if not candidates:
             raise RoutingError(f"no pool is mapped to topic {topic!r}")
         capable = [name for name in candidates if needed <= self.pools[name].capabilities]
-        if preferred in capable:
+        strict_enough = [name for name in capable if self.pools[name].satisfies(constraints)]
+        if capable and not strict_enough:
+            raise RoutingError(
+                f"no pool mapped to topic {topic!r} runs as strictly as the policy demands "
+                f"({_describe(constraints)}); candidates: {', '.join(capable)}"
+            )
+        if preferred in strict_enough:
             return preferred
-        for name in capable:
+        for name in strict_enough:
             return name
         raise RoutingError(
             f"no pool mapped to topic {topic!r} provides {sorted(needed)} "
@@ -138,3 +171,26 @@ class PoolRouter:
 
 def _is_glob(topic: str) -> bool:
     return any(c in topic for c in "*?[")
+
+
+def _pool(name: str, spec: Mapping[str, Any]) -> Pool:
+    profile = spec.get("profile") or {}
+    sandbox = Sandbox(
+        isolated=bool(profile.get("isolated", False)),
+        network=Network(profile["network"]) if "network" in profile else None,
+        allowlist=tuple(profile.get("allowlist", ())),
+        fs=FsMode(profile["fs"]) if "fs" in profile else None,
+    )
+    tools = tuple(profile["tools"]) if "tools" in profile else None
+    return Pool(name, frozenset(spec.get("requires", ())), spec.get("max_queue_depth"), spec.get("max_hold_s", 60),
+                sandbox, tools)
+
+
+def _describe(constraints: Constraints | None) -> str:
+    if constraints is None:
+        return "nothing"
+    sandbox = constraints.sandbox
+    parts = [f"isolated={sandbox.isolated}", f"network={sandbox.network or 'any'}", f"fs={sandbox.fs or 'rw'}"]
+    if constraints.tools is not None:
+        parts.append(f"tools={list(constraints.tools)}")
+    return ", ".join(parts)

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from coretex.config import Snapshot
 from coretex.config.live import LiveConfig
 from coretex.errors import ConfigError
+from coretex.policy.constraints import Constraints
 from coretex.scheduler.routing import Pool, PoolRouter
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,9 @@ class RoutingTable:
     def pools(self) -> dict[str, Pool]:
         return self._router.pools
 
-    def route(self, topic: str, requires: Iterable[str] = (), preferred: str | None = None) -> str:
-        return self._router.route(topic, requires, preferred)
+    def route(self, topic: str, requires: Iterable[str] = (), preferred: str | None = None,
+              constraints: Constraints | None = None) -> str:
+        return self._router.route(topic, requires, preferred, constraints)
 
     def _switch(self, snapshot: Snapshot) -> None:
         try:

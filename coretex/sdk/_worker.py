@@ -19,7 +19,13 @@ from coretex.errors import CoretexError, IllegalTransitionError, NotFoundError
 from coretex.model.job import JobState
 from coretex.protocol.envelope import new_packet
 from coretex.scheduler.cancel import cancel_requested
-from coretex.scheduler.packets import ATTEMPT_ENV, TIMEOUT_ENV, meta_from_message
+from coretex.scheduler.packets import (
+    ATTEMPT_ENV,
+    MAX_ARTIFACT_BYTES_ENV,
+    REDACTION_LEVEL_ENV,
+    TIMEOUT_ENV,
+    meta_from_message,
+)
 from coretex.sdk._context import ArtifactWriter, JobContext
 from coretex.secrets import redact_text
 from coretex.services import Services
@@ -116,7 +122,10 @@ class Worker:
                 trace_id=trace_id,
                 input=services.pointers.get_json(request.context_ptr, tenant),
                 meta=meta_from_message(request.meta),
-                write_artifact=_artifact_writer(services, tenant, request.job_id),
+                redaction_level=request.env.get(REDACTION_LEVEL_ENV) or "standard",
+                write_artifact=_artifact_writer(
+                    services, tenant, request.job_id, _int_env(request, MAX_ARTIFACT_BYTES_ENV)
+                ),
                 cancelled=cancelled,
             )
             output = handler(job)
@@ -139,13 +148,20 @@ class Worker:
         return _Outcome(result)
 
 
-def _artifact_writer(services: Services, tenant: str, job_id: str) -> ArtifactWriter:
+def _artifact_writer(services: Services, tenant: str, job_id: str, max_bytes: int | None) -> ArtifactWriter:
+    """Store artifacts for the job's tenant, capped by the policy's ``max_artifact_bytes``."""
+
     def write(content: bytes, content_type: str, retention: str, labels: Mapping[str, str]) -> str:
         metadata = ArtifactMetadata(tenant=tenant, retention=retention, content_type=content_type,
                                     labels={**labels, "job_id": job_id})
-        return services.artifacts.put_artifact(content, metadata).uri
+        return services.artifacts.put_artifact(content, metadata, max_bytes=max_bytes).uri
 
     return write
+
+
+def _int_env(request: job_pb2.JobRequest, key: str) -> int | None:
+    raw = request.env.get(key, "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else None
 
 
 def _attempt_of(request: job_pb2.JobRequest) -> int | None:

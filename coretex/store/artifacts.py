@@ -64,6 +64,7 @@ class ArtifactTooLargeError(StoreError):
     """Content over the global or the policy limit; nothing was written."""
 
     code = "artifact_too_large"
+    retryable = False  # the same content will be as large next time
 
     def __init__(self, size: int, limit: int, source: str) -> None:
         super().__init__(f"artifact is {size} bytes; the {source} limit is {limit} bytes (nothing was stored)")
@@ -76,6 +77,7 @@ class InvalidArtifactError(StoreError, ValueError):
     """Bad input to the artifact store: empty tenant, unknown retention class, bad labels, ..."""
 
     code = "invalid_artifact"
+    retryable = False
 
 
 class ArtifactCorruptError(StoreError):

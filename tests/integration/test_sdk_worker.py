@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -84,3 +85,33 @@ def test_a_topic_cannot_get_two_handlers() -> None:
     worker.handler("job.x")(lambda job: None)
     with pytest.raises(ValueError, match="already has a handler"):
         worker.handler("job.x")(lambda job: None)
+
+
+def test_policy_constraints_cap_artifacts_and_raise_the_redaction_level(services: Services) -> None:
+    worker = Worker(pool="evidence")
+    seen: dict[str, object] = {}
+
+    @worker.handler("job.evidence.big")
+    def big(job: JobContext) -> None:
+        seen["level"] = job.redaction_level
+        job.put_artifact(b"x" * 2048, content_type="application/octet-stream")
+
+    packet = _dispatched(services, "job.evidence.big", {})
+    packet.job_request.env["coretex.attempt"] = "0"  # what the dispatcher stamps (0: no dispatch counted here)
+    packet.job_request.env["coretex.max_artifact_bytes"] = "1024"
+    packet.job_request.env["coretex.redaction_level"] = "strict"
+
+    result = worker.execute(services, packet)
+    _, _, retry_class = _last_result_task_id(services).rpartition(":")
+
+    assert retry_class == "fatal"  # the same content will be too large next time: no retry
+    assert seen["level"] == "strict"
+    assert result.status == job_pb2.JOB_STATUS_FAILED
+    assert result.error_code == "artifact_too_large" and "1024" in result.error_message
+
+
+def _last_result_task_id(services: Services) -> str:
+    """The id of the newest result message on the control queue (kombu's JSON envelope in Redis)."""
+    raw = services.redis.lindex(f"{services.settings.namespace}:celery:{services.settings.control_queue}", 0)
+    assert raw is not None
+    return str(json.loads(raw)["headers"]["id"])

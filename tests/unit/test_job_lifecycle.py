@@ -7,8 +7,9 @@ import random
 import pytest
 
 from coretex.agent.v1 import safety_pb2
-from coretex.errors import RoutingError
+from coretex.errors import ConfigError, RoutingError
 from coretex.model.job import TERMINAL_STATES, JobState, can_transition, sources_of
+from coretex.policy.constraints import Constraints, Network, Sandbox
 from coretex.scheduler.budgets import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, budget_for
 from coretex.scheduler.retries import BACKOFF_CAP_S, backoff_s
 from coretex.scheduler.routing import PoolRouter
@@ -88,3 +89,27 @@ def test_routing_by_capabilities_hints_and_never_by_ordinary_labels() -> None:
         router.route("job.train", ["tpu"])
     with pytest.raises(RoutingError, match="no pool is mapped"):
         router.route("job.none")
+
+
+def test_runner_profiles_keep_jobs_off_pools_more_permissive_than_their_policy() -> None:
+    router = PoolRouter.from_config({
+        "pools": {
+            "open": {},
+            "sandboxed": {"profile": {"isolated": True, "network": "none", "fs": "ro", "tools": ["git"]}},
+        },
+        "topics": {"job.build": ["open", "sandboxed"], "job.open": "open"},
+    })
+    closed = Constraints(sandbox=Sandbox(isolated=True, network=Network.NONE))
+    git_only = Constraints(tools=("git", "make"))
+
+    assert router.route("job.build") == "open"  # no constraints: the first pool listed
+    assert router.route("job.build", constraints=closed) == "sandboxed"
+    assert router.route("job.build", constraints=git_only) == "sandboxed"  # "open" declares no tool list
+    assert router.route("job.build", preferred="open", constraints=closed) == "sandboxed"  # hints never loosen
+    with pytest.raises(RoutingError, match="runs as strictly as the policy demands"):
+        router.route("job.open", constraints=closed)
+
+
+def test_a_bad_pool_profile_is_refused_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match="pools/x/profile/network"):
+        PoolRouter.from_config({"pools": {"x": {"profile": {"network": "sometimes"}}}, "topics": {}})
