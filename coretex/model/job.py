@@ -106,6 +106,9 @@ class JobRecord:
     """Deadline of each attempt, fixed at its dispatch (config timeouts, tightened by policy)."""
     max_retries: int = 0
     """Retries allowed after the first attempt, fixed at dispatch like ``timeout_s``."""
+    progress_pct: int = 0
+    """Last progress the handler reported (0-100), with ``progress_message``."""
+    progress_message: str = ""
     pending_reason: str = ""
     """Why a job that has not ended is not running: ``<code>: <detail>`` (approval, backoff, backpressure)."""
 

@@ -84,7 +84,7 @@ def publish(services: Services, dispatch: Dispatch, packet: buspacket_pb2.BusPac
     try:
         services.jobs.transition(
             record.job_id, JobState.DISPATCHED, note=f"attempt {attempt} sent to pool {dispatch.pool}",
-            max_active=limits.get("max_concurrent_jobs"), attempts=attempt, pool=dispatch.pool,
+            max_active=_max_active(limits.get("max_concurrent_jobs"), dispatch), attempts=attempt, pool=dispatch.pool,
             timeout_s=budget.timeout_s, max_retries=budget.max_retries, pending_reason="", **dispatch.decision_fields(),
         )
     except TenantQuotaError as exc:
@@ -121,6 +121,13 @@ def stop_job(services: Services, dispatch: Dispatch, verdict: Verdict) -> JobSta
     else:
         services.jobs.transition(record.job_id, verdict.state, **changes)
     return verdict.state
+
+
+def _max_active(configured: int | None, dispatch: Dispatch) -> int | None:
+    """The tenant's concurrency limit: config, tightened by the policy's max_concurrent_jobs budget."""
+    from_policy = dispatch.constraints.budgets.max_concurrent_jobs if dispatch.constraints is not None else 0
+    limits = [n for n in (configured, from_policy or None) if n]
+    return min(limits) if limits else None
 
 
 def _constraints_to_env(dispatch: Dispatch, env: MutableMapping[str, str]) -> None:

@@ -37,8 +37,22 @@ class JobContext:
     write_artifact: ArtifactWriter | None = field(default=None, repr=False)
     artifact_ptrs: list[str] = field(default_factory=list)
     """Pointers of the artifacts this job stored, reported in its JobResult."""
+    report_progress: Callable[[int, str], None] | None = field(default=None, repr=False)
+    renew_lease: Callable[[], None] | None = field(default=None, repr=False)
     cancelled: threading.Event = field(default_factory=threading.Event)
     """Set within one heartbeat of a cancel; long handlers check it (or call ``raise_if_cancelled``)."""
+
+    def progress(self, percent: int, message: str = "") -> None:
+        """Report how far the job got (0-100); shown on the job and sent as a CAP JobProgress."""
+        if not 0 <= percent <= 100:
+            raise ValueError(f"percent must be 0..100, got {percent}")
+        if self.report_progress is not None:
+            self.report_progress(percent, redact_text(message, self.redaction_level))
+
+    def heartbeat(self) -> None:
+        """Renew the job's lease now (it is also renewed automatically every third of the lease)."""
+        if self.renew_lease is not None:
+            self.renew_lease()
 
     def raise_if_cancelled(self) -> None:
         """Stop here if the job was cancelled: nothing the handler returns afterwards is applied."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import socket
@@ -17,7 +18,7 @@ from coretex.agent.v1 import buspacket_pb2, job_pb2
 from coretex.bus import RESULT_TASK, result_task_id, send_packet
 from coretex.errors import CoretexError, IllegalTransitionError, NotFoundError
 from coretex.model.job import JobState
-from coretex.protocol.envelope import new_packet
+from coretex.protocol.envelope import encode_packet, new_packet
 from coretex.scheduler.cancel import cancel_requested
 from coretex.scheduler.packets import (
     ATTEMPT_ENV,
@@ -29,6 +30,7 @@ from coretex.scheduler.packets import (
 from coretex.sdk._context import ArtifactWriter, JobContext
 from coretex.secrets import redact_text
 from coretex.services import Services
+from coretex.store._redis import redis_errors
 from coretex.store.artifacts import ArtifactMetadata
 
 log = logging.getLogger(__name__)
@@ -92,8 +94,8 @@ class Worker:
         cancelled = threading.Event()
         services.workers.job_started(self.worker_id)
         try:
-            with _Heartbeat(services, request.job_id, attempt, cancelled):
-                outcome = self._run(services, request, packet.trace_id, cancelled)
+            with _Heartbeat(services, request.job_id, attempt, cancelled) as heartbeat:
+                outcome = self._run(services, request, packet.trace_id, cancelled, heartbeat)
         finally:
             services.workers.job_finished(self.worker_id)
         result = outcome.result
@@ -105,7 +107,12 @@ class Worker:
         return result
 
     def _run(
-        self, services: Services, request: job_pb2.JobRequest, trace_id: str, cancelled: threading.Event
+        self,
+        services: Services,
+        request: job_pb2.JobRequest,
+        trace_id: str,
+        cancelled: threading.Event,
+        heartbeat: _Heartbeat,
     ) -> _Outcome:
         result = job_pb2.JobResult(job_id=request.job_id, worker_id=self.worker_id)
         handler = self.handlers.get(request.topic)
@@ -127,6 +134,8 @@ class Worker:
                     services, tenant, request.job_id, _int_env(request, MAX_ARTIFACT_BYTES_ENV)
                 ),
                 cancelled=cancelled,
+                report_progress=_progress_reporter(services, request.job_id, trace_id, self.worker_id),
+                renew_lease=heartbeat.renew,
             )
             output = handler(job)
             pointer = services.pointers.put_result(request.job_id, tenant, output)
@@ -159,6 +168,21 @@ def _artifact_writer(services: Services, tenant: str, job_id: str, max_bytes: in
     return write
 
 
+def _progress_reporter(services: Services, job_id: str, trace_id: str, worker_id: str) -> Callable[[int, str], None]:
+    """Store the latest progress on the job and publish a CAP JobProgress on ``<ns>:progress``."""
+
+    def report(percent: int, message: str) -> None:
+        services.jobs.note_progress(job_id, percent, message)
+        packet = new_packet(sender_id=worker_id, trace_id=trace_id,
+                            job_progress=job_pb2.JobProgress(job_id=job_id, percent=percent, message=message,
+                                                             status=job_pb2.JOB_STATUS_RUNNING))
+        with redis_errors(f"publish progress of job {job_id}"):
+            services.redis.publish(f"{services.settings.namespace}:progress",
+                                   base64.b64encode(encode_packet(packet)).decode())
+
+    return report
+
+
 def _int_env(request: job_pb2.JobRequest, key: str) -> int | None:
     raw = request.env.get(key, "")
     return int(raw) if raw.isdigit() and int(raw) > 0 else None
@@ -181,7 +205,7 @@ class _Heartbeat:
 
     def __enter__(self) -> _Heartbeat:
         if self._attempt is not None:
-            self._renew()
+            self.renew()
             self._thread.start()
         return self
 
@@ -190,14 +214,14 @@ class _Heartbeat:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
 
-    def _renew(self) -> None:
-        assert self._attempt is not None
-        self._services.leases.hold(self._job_id, self._attempt, time.time() + self._lease_s)
+    def renew(self) -> None:
+        if self._attempt is not None:
+            self._services.leases.hold(self._job_id, self._attempt, time.time() + self._lease_s)
 
     def _beat(self) -> None:
         while not self._stop.wait(self._lease_s / 3):
             try:
-                self._renew()
+                self.renew()
                 if cancel_requested(self._services, self._job_id):
                     self._cancelled.set()
             except CoretexError:

@@ -142,6 +142,11 @@ class JobStore:
             raise IllegalTransitionError(f"job {job_id}: {current} -> {target.value} is not allowed")
         return bool(status == "ok")
 
+    def note_progress(self, job_id: str, percent: int, message: str) -> None:
+        """Record the handler's latest progress on a running job (no state change, no history entry)."""
+        with redis_errors(f"note progress of job {job_id}"):
+            self._r.hset(self._key(job_id), mapping={"progress_pct": str(percent), "progress_message": message})
+
     def note_pending(self, job_id: str, reason: str) -> None:
         """Record why the job waits, without a state change; the history keeps every reason given."""
         with redis_errors(f"note pending reason of job {job_id}"):

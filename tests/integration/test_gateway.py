@@ -181,7 +181,7 @@ def test_submit_creates_a_pending_job_with_its_input_behind_a_pointer(gw: Gatewa
     assert job["result"] is None and job["decision"] is None and job["attempts"] == 0
     assert set(job) == {"job_id", "tenant_id", "topic", "state", "decision", "rule_id", "reason", "result_ptr",
                         "result", "error_code", "error_message", "attempts", "trace_id", "created_at",
-                        "updated_at", "pool", "pending_reason"}
+                        "updated_at", "pool", "pending_reason", "progress"}
     record = gw.services.jobs.get(receipt["job_id"])
     assert gw.services.pointers.get_json(record.context_ptr, "acme") == payload
     assert record.meta.actor_id == "alice" and record.meta.labels == {"team": "a"}
@@ -413,7 +413,8 @@ def test_status_reports_components_and_pools(gw: Gateway) -> None:
     assert status["components"]["redis"] == {"ok": True, "detail": "PONG"}
     assert status["components"]["kernel"] == {"ok": False, "addr": gw.settings.kernel_addr, "instances": []}
     assert status["components"]["beat"] == {"ok": False, "last_tick_age_s": None}
-    assert {"name": "echo", "capabilities": [], "queue": gw.settings.pool_queue("echo")} in status["pools"]
+    assert {"name": "echo", "capabilities": [], "queue": gw.settings.pool_queue("echo"), "live_workers": 0} in (
+        status["pools"])
 
 
 def test_status_sees_a_recent_beat_tick(gw: Gateway) -> None:

@@ -14,6 +14,7 @@ from coretex.scheduler.submit import SubmitRequest, submit_job
 from coretex.sdk import JobContext, Worker
 from coretex.services import Services
 from coretex.settings import Settings
+from coretex.testing import run_handler
 
 pytestmark = pytest.mark.integration
 
@@ -115,3 +116,29 @@ def _last_result_task_id(services: Services) -> str:
     raw = services.redis.lindex(f"{services.settings.namespace}:celery:{services.settings.control_queue}", 0)
     assert raw is not None
     return str(json.loads(raw)["headers"]["id"])
+
+
+def test_pack_authors_run_a_handler_end_to_end_with_the_testing_harness(settings: Settings) -> None:
+    worker = Worker(pool="pack")
+
+    @worker.handler("job.pack.sum")
+    def add(job: JobContext) -> dict[str, int]:
+        job.progress(50, "adding")
+        job.heartbeat()
+        return {"sum": sum(job.input["numbers"])}
+
+    run = run_handler(worker, "job.pack.sum", {"numbers": [1, 2, 3]}, settings=settings,
+                      meta=JobMeta(tenant_id="acme"))
+
+    assert run.record.state is JobState.SUCCEEDED and run.output == {"sum": 6}
+    assert (run.record.progress_pct, run.record.progress_message) == (50, "adding")
+    assert run.record.attempts == 1 and run.record.tenant_id == "acme"
+
+
+def test_progress_must_be_a_percentage(settings: Settings) -> None:
+    worker = Worker(pool="pack")
+    worker.handler("job.pack.bad")(lambda job: job.progress(140))
+
+    run = run_handler(worker, "job.pack.bad", {}, settings=settings)
+
+    assert run.record.state is JobState.FAILED and "percent must be 0..100" in run.record.error_message

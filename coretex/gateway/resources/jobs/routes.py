@@ -217,6 +217,8 @@ def _job_view(services: Services, record: JobRecord) -> dict[str, Any]:
         "updated_at": _time(record.updated_at),
         "pool": record.pool or None,
         "pending_reason": record.pending_reason or None,
+        "progress": ({"percent": record.progress_pct, "message": record.progress_message}
+                     if record.progress_pct or record.progress_message else None),
     }
 
 

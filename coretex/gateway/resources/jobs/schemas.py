@@ -94,6 +94,8 @@ class JobSchema(ma.Schema):
     created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)
     pool = fields.String(allow_none=True)
+    progress = fields.Dict(allow_none=True, metadata={
+        "description": "Last progress the handler reported: {percent, message}; null before any"})
     pending_reason = fields.String(allow_none=True, metadata={
         "description": "Why a job that has not ended is not running: '<code>: <detail>' "
                        "(awaiting_approval, retry_backoff, pool_overloaded)"})

@@ -65,9 +65,11 @@ def _pools(services: Services) -> list[dict[str, Any]]:
     """The pools of the effective config; none while the store cannot be read (status still answers)."""
     try:
         pools = services.router.pools
+        live = services.workers.live()
     except CoretexError:
         return []
     return [
-        {"name": pool.name, "capabilities": sorted(pool.capabilities), "queue": services.settings.pool_queue(pool.name)}
+        {"name": pool.name, "capabilities": sorted(pool.capabilities), "queue": services.settings.pool_queue(pool.name),
+         "live_workers": sum(1 for beat in live if beat.pool == pool.name)}
         for pool in sorted(pools.values(), key=lambda p: p.name)
     ]

@@ -55,6 +55,7 @@ class PoolSchema(ma.Schema):
     name = fields.String(required=True)
     capabilities = fields.List(fields.String(), required=True)
     queue = fields.String(required=True, metadata={"description": "The Celery queue of the pool's workers"})
+    live_workers = fields.Integer(required=True, metadata={"description": "Workers with a recent heartbeat"})
 
 
 class StatusSchema(ma.Schema):
