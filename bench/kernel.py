@@ -41,6 +41,7 @@ from coretex.agent.v1 import job_pb2, safety_pb2, safety_pb2_grpc  # noqa: E402
 from coretex.kernel import build_kernel, policy_request_from_wire  # noqa: E402
 from coretex.policy import PolicySet  # noqa: E402
 from coretex.settings import load_settings  # noqa: E402
+from coretex.testing import RedisServer  # noqa: E402
 
 RULES = 1000
 WHEN_RULES = 10
@@ -192,8 +193,15 @@ def _client_threads(address: str, seconds: float, threads: int, count: int, resu
 def bench_grpc(policies: Path, count: int, seconds: float, threads: int) -> tuple[float, float]:
     """A real kernel (build_kernel, port 0) here; the client threads in their own process, as a scheduler
     would be: in one interpreter they would share the server's GIL and measure that lock, not the kernel."""
+    redis_server = RedisServer().start()  # every Check is audited in Redis: our own server, never a shared one
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORETEX_")}
-    env["CORETEX_POLICIES_DIR"] = str(policies)
+    env.update({
+        "CORETEX_POLICIES_DIR": str(policies),
+        "CORETEX_REDIS_URL": redis_server.url,
+        "CORETEX_NAMESPACE": "benchkernel",
+        # The generated bundle is unsigned; signatures are checked on reload, never on the Check path.
+        "CORETEX_DEV_MODE": "1",
+    })
     kernel = build_kernel(load_settings(env), "127.0.0.1:0").start()
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
@@ -206,6 +214,7 @@ def bench_grpc(policies: Path, count: int, seconds: float, threads: int) -> tupl
         if process.is_alive():
             process.terminate()
         kernel.stop(grace=0)
+        redis_server.stop()
     return len(samples) / elapsed, percentile(samples, 99)
 
 

@@ -8,10 +8,11 @@ Keys (``<ns>`` is ``settings.namespace``; ``<log>`` is ``decisions`` or ``policy
 
 Every record is a flat map of strings carrying ``seq`` (1, 2, ...), ``prev_hash``, ``prev_id``
 (the previous record's id) and ``hash = sha256(prev_hash + canonical JSON of the record without
-hash)``; the first record chains to :data:`GENESIS_HASH`. ``lua/audit_append.lua`` appends a
-record only while the head is still the one it was chained to, and moves the head in the same
-script, so writers in several kernel processes can never fork the chain (a loser re-chains to the
-new head and tries again).
+hash)``; the first record chains to :data:`GENESIS_HASH`. ``lua/audit_append_batch.lua`` appends
+records only while the head is still the one the first of them was chained to, and moves the head
+in the same script, so writers in several kernel processes can never fork the chain (a loser
+re-chains to the new head and tries again). Within a process, concurrent appends are written
+together in one batch (group commit).
 
 :meth:`ChainedStream.verify` walks the stream oldest first and recomputes every link. It starts
 at the oldest remaining record, taking its ``prev_hash`` as the anchor: records trimmed by MAXLEN
@@ -37,9 +38,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -122,6 +125,30 @@ class _Broken(Exception):
         self.stream_id, self.reason = stream_id, reason
 
 
+class _PendingAppend:
+    """One caller's record waiting for its batch to be written."""
+
+    def __init__(self, record: dict[str, str]) -> None:
+        self.record = record
+        self.done = threading.Event()
+        self._result: tuple[str, dict[str, str]] | None = None
+        self._error: BaseException | None = None
+
+    def finish(self, result: tuple[str, dict[str, str]]) -> None:
+        self._result = result
+        self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self.done.set()
+
+    def outcome(self) -> tuple[str, dict[str, str]]:
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+
 class ChainedStream:
     """A bounded Redis stream of hash-chained records (see the module docstring)."""
 
@@ -134,27 +161,67 @@ class ChainedStream:
         self.trimmed_key = f"{key}:trimmed"
         self.id_field = id_field
         self.maxlen = maxlen
-        self._append = load_script(client, "audit_append")
         self._head: _Head | None = None
         """Last head this process saw: only a hint (saves a round trip); the script checks the real one."""
+        self._append_batch = load_script(client, "audit_append_batch")
+        self._turn = threading.Condition()
+        self._queue: list[_PendingAppend] = []
+        self._writing = False
+        """Whether one of this process's callers is writing a batch right now (the others wait for it):
+        racing each other for the head, 8 concurrent Checks fell to ~490/s with p99 ~39 ms."""
 
     def append(self, record: Mapping[str, str]) -> tuple[str, dict[str, str]]:
-        """Chain ``record`` to the head and append it; return ``(stream id, record as stored)``."""
-        for _ in range(APPEND_ATTEMPTS):
-            head = self._head or self._read_head()
-            chained = dict(record)
-            chained.update(seq=str(head.seq + 1), prev_hash=head.hash, prev_id=head.record_id)
-            chained["hash"] = chain_hash(chained)
-            args: list[str | int] = [head.hash, head.seq + 1, chained["hash"], chained[self.id_field], self.maxlen]
-            for name, value in chained.items():
-                args += [name, value]
-            with redis_errors(f"append to {self.key}"):
-                reply = cast(list[str], self._append(keys=[self.key, self.head_key, self.trimmed_key], args=args))
-            if reply[0] == "ok":
-                self._head = _Head(chained["hash"], head.seq + 1, chained[self.id_field])
-                return reply[1], chained
-            self._head = _Head(reply[1], int(reply[2]), reply[3])  # another writer moved the head
-        raise AuditUnavailableError(f"{self.key}: the chain head kept moving ({APPEND_ATTEMPTS} attempts)")
+        """Chain ``record`` to the head and append it; return ``(stream id, record as stored)``.
+
+        Group commit: concurrent callers in this process are chained and written together in one
+        compare-and-append round trip by whichever of them finds no write under way, so a busy
+        kernel pays one Redis call per batch instead of racing its own threads for the chain head.
+        """
+        pending = _PendingAppend(dict(record))
+        with self._turn:
+            self._queue.append(pending)
+            while not pending.done.is_set() and self._writing:
+                self._turn.wait()
+            if pending.done.is_set():
+                return pending.outcome()
+            batch, self._queue, self._writing = self._queue, [], True
+        try:
+            self._write(batch)
+        finally:
+            with self._turn:
+                self._writing = False
+                self._turn.notify_all()
+        return pending.outcome()
+
+    def _write(self, batch: list[_PendingAppend]) -> None:
+        try:
+            for _ in range(APPEND_ATTEMPTS):
+                head = self._head or self._read_head()
+                chained: list[dict[str, str]] = []
+                seq, prev = head.seq, head.hash
+                for pending in batch:
+                    seq += 1
+                    record = {**pending.record, "seq": str(seq), "prev_hash": prev, "prev_id": (
+                        chained[-1][self.id_field] if chained else head.record_id)}
+                    record["hash"] = prev = chain_hash(record)
+                    chained.append(record)
+                payload = json.dumps([{"id": r[self.id_field], "hash": r["hash"],
+                                       "fields": [x for kv in r.items() for x in kv]} for r in chained])
+                with redis_errors(f"append to {self.key}"):
+                    reply = cast(list[str], self._append_batch(
+                        keys=[self.key, self.head_key, self.trimmed_key],
+                        args=[head.hash, head.seq + 1, self.maxlen, payload]))
+                if reply[0] == "ok":
+                    last = chained[-1]
+                    self._head = _Head(last["hash"], seq, last[self.id_field])
+                    for pending, record, stream_id in zip(batch, chained, reply[1:], strict=True):
+                        pending.finish((stream_id, record))
+                    return
+                self._head = _Head(reply[1], int(reply[2]), reply[3])  # another process moved the head
+            raise AuditUnavailableError(f"{self.key}: the chain head kept moving ({APPEND_ATTEMPTS} attempts)")
+        except Exception as exc:  # every caller of the batch learns the write failed
+            for pending in batch:
+                pending.fail(exc)
 
     def _read_head(self) -> _Head:
         with redis_errors(f"read {self.head_key}"):
@@ -461,13 +528,25 @@ def redacted_request(
     copy.ClearField("effective_config")  # not evaluated by policy, and unbounded
     changed = False
     for labels in (copy.labels, copy.meta.labels):
-        original = dict(labels)
-        cleaned = redact(original, level)
-        if cleaned != original:
+        if not labels:
+            continue
+        cleaned = _redacted_labels(tuple(sorted(labels.items())), level)
+        if cleaned is not None:
             changed = True
             labels.clear()
-            labels.update({str(key): str(value) for key, value in cleaned.items()})
+            labels.update(cleaned)
     return copy, changed
+
+
+@functools.lru_cache(maxsize=4096)
+def _redacted_labels(items: tuple[tuple[str, str], ...], level: str) -> dict[str, str] | None:
+    """Redacted labels, or None when nothing changed. Cached: a busy kernel sees the same label sets
+    over and over, and redaction (a battery of regular expressions) would dominate each audit write."""
+    original = dict(items)
+    cleaned = redact(original, level)
+    if cleaned == original:
+        return None
+    return {str(key): str(value) for key, value in cleaned.items()}
 
 
 def _decision_fields(decision: Decision | safety_pb2.PolicyCheckResponse) -> dict[str, str]:
