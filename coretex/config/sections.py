@@ -49,7 +49,11 @@ LIMITS_SCHEMA: dict[str, Any] = {
     "$schema": _DRAFT,
     "type": "object",
     "additionalProperties": False,
-    "properties": {"max_concurrent_jobs": _POSITIVE_INT, "max_input_bytes": _POSITIVE_INT},
+    "properties": {
+        "max_concurrent_jobs": _POSITIVE_INT,
+        "max_concurrent_jobs_per_actor": _POSITIVE_INT,
+        "max_input_bytes": _POSITIVE_INT,
+    },
 }
 """Admission limits; a tenant override of this section gives that tenant its own limits."""
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import replace
+from typing import Any
 
 from coretex.agent.v1 import buspacket_pb2
 from coretex.bus import EXECUTE_TASK, queue_depth, send_packet
@@ -31,7 +32,7 @@ from coretex.scheduler.pipeline import (
 )
 from coretex.scheduler.retries import fail_attempt
 from coretex.services import Services
-from coretex.store.jobs import TenantQuotaError
+from coretex.store.jobs import ActiveLimit, ConcurrencyLimitError
 from coretex.store.timers import DEADLINE, RETRY, Timer
 from coretex.store.workers import HEARTBEAT_INTERVAL_S
 
@@ -84,12 +85,11 @@ def publish(services: Services, dispatch: Dispatch, packet: buspacket_pb2.BusPac
     try:
         services.jobs.transition(
             record.job_id, JobState.DISPATCHED, note=f"attempt {attempt} sent to pool {dispatch.pool}",
-            max_active=_max_active(limits.get("max_concurrent_jobs"), dispatch), attempts=attempt, pool=dispatch.pool,
+            limits=_concurrency_limits(services, dispatch, limits), attempts=attempt, pool=dispatch.pool,
             timeout_s=budget.timeout_s, max_retries=budget.max_retries, pending_reason="", **dispatch.decision_fields(),
         )
-    except TenantQuotaError as exc:
-        return hold(services, dispatch, Verdict(JobState.SCHEDULED, TenantQuotaError.code,
-                                                f"tenant {record.tenant_id}: {exc}", dead_letter=False))
+    except ConcurrencyLimitError as exc:
+        return _over_limit(services, dispatch, exc)
     if not services.workers.pool_alive(dispatch.pool, time.time(), HEARTBEAT_INTERVAL_S):
         services.jobs.note_pending(record.job_id, f"no_live_worker: no worker of pool {dispatch.pool} "
                                                   "sent a heartbeat recently; the job waits on its queue")
@@ -123,11 +123,29 @@ def stop_job(services: Services, dispatch: Dispatch, verdict: Verdict) -> JobSta
     return verdict.state
 
 
-def _max_active(configured: int | None, dispatch: Dispatch) -> int | None:
-    """The tenant's concurrency limit: config, tightened by the policy's max_concurrent_jobs budget."""
+def _concurrency_limits(services: Services, dispatch: Dispatch, limits: Mapping[str, Any]) -> list[ActiveLimit]:
+    """The sets a dispatched job joins: its tenant's (config, tightened by the policy's
+    max_concurrent_jobs budget), its actor's, and its pool's in-flight limit."""
+    record = dispatch.record
     from_policy = dispatch.constraints.budgets.max_concurrent_jobs if dispatch.constraints is not None else 0
-    limits = [n for n in (configured, from_policy or None) if n]
-    return min(limits) if limits else None
+    tenant_caps = [n for n in (limits.get("max_concurrent_jobs"), from_policy or None) if n]
+    return [
+        ActiveLimit(f"tenant:{record.tenant_id}", min(tenant_caps) if tenant_caps else None),
+        ActiveLimit(f"actor:{record.tenant_id}:{record.meta.actor_id}", limits.get("max_concurrent_jobs_per_actor")),
+        ActiveLimit(f"pool:{dispatch.pool}", services.router.pools[dispatch.pool].max_in_flight),
+    ]
+
+
+def _over_limit(services: Services, dispatch: Dispatch, exc: ConcurrencyLimitError) -> JobState:
+    """Hold a job over a concurrency limit; a pool that stays busy past its max_hold_s fails it."""
+    if exc.scope.startswith("pool:"):
+        hold_s = services.router.pools[dispatch.pool].max_hold_s
+        if time.time() - dispatch.record.created_at >= hold_s:
+            return stop_job(services, dispatch, Verdict(JobState.FAILED, "pool_overloaded",
+                                                        f"{exc}; gave up after {hold_s}s"))
+        return hold(services, dispatch, Verdict(JobState.SCHEDULED, "pool_overloaded", str(exc), dead_letter=False))
+    code = "tenant_quota" if exc.scope.startswith("tenant:") else "actor_quota"
+    return hold(services, dispatch, Verdict(JobState.SCHEDULED, code, str(exc), dead_letter=False))
 
 
 def _constraints_to_env(dispatch: Dispatch, env: MutableMapping[str, str]) -> None:

@@ -54,6 +54,7 @@ POOLS_SCHEMA: dict[str, Any] = {
                         },
                     },
                     "max_hold_s": {"type": "integer", "minimum": 1},
+                    "max_in_flight": {"type": "integer", "minimum": 1},
                 },
             },
         },
@@ -78,6 +79,8 @@ class Pool:
     """Backpressure: past this many waiting messages new jobs are held, then refused."""
     max_hold_s: int = 60
     """How long backpressure may hold a job before it fails with ``pool_overloaded``."""
+    max_in_flight: int | None = None
+    """Backpressure: at most this many of the pool's jobs DISPATCHED or RUNNING at once."""
     sandbox: Sandbox = Sandbox()
     """The runner profile the pool's workers enforce (no profile: no isolation, any network, rw)."""
     tools: tuple[str, ...] | None = None
@@ -183,7 +186,7 @@ def _pool(name: str, spec: Mapping[str, Any]) -> Pool:
     )
     tools = tuple(profile["tools"]) if "tools" in profile else None
     return Pool(name, frozenset(spec.get("requires", ())), spec.get("max_queue_depth"), spec.get("max_hold_s", 60),
-                sandbox, tools)
+                spec.get("max_in_flight"), sandbox, tools)
 
 
 def _describe(constraints: Constraints | None) -> str:

@@ -4,7 +4,7 @@ Keys:
     <ns>:job:<job_id>            hash    the record (fields of JobRecord; ``meta`` as JSON; ``version``)
     <ns>:job:<job_id>:events     stream  append-only history: from, to, at, reason (MAXLEN ~1000)
     <ns>:idem:<tenant>:<sha256(key)>  string  job id owning an idempotency key, for the dedupe window
-    <ns>:active:<tenant>         set     the tenant's DISPATCHED and RUNNING jobs (its concurrency quota)
+    <ns>:active:<scope>          set     DISPATCHED and RUNNING jobs of a tenant, actor or pool (limits)
 
 Transitions run in ``lua/job_transition.lua``: the lifecycle check and the write are one atomic
 step, so two processes racing to move a job can never both win.
@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any, cast
 
 import redis
@@ -28,10 +29,23 @@ from coretex.store._redis import load_script, redis_errors
 HISTORY_MAXLEN = 1000
 
 
-class TenantQuotaError(StoreError):
-    """The tenant is at its max concurrent jobs; the job waits until one of them ends."""
+@dataclass(frozen=True)
+class ActiveLimit:
+    """A concurrency set a dispatched job joins: ``tenant:<t>``, ``actor:<t>:<a>`` or ``pool:<p>``."""
 
-    code = "tenant_quota"
+    scope: str
+    limit: int | None
+    """None: count the job without limiting."""
+
+
+class ConcurrencyLimitError(StoreError):
+    """A tenant, actor or pool is at its limit of running jobs; the job waits until one ends."""
+
+    code = "concurrency_limit"
+
+    def __init__(self, scope: str, message: str) -> None:
+        super().__init__(message)
+        self.scope = scope
 
 
 class StaleAttemptError(IllegalTransitionError):
@@ -109,7 +123,7 @@ class JobStore:
         *,
         note: str = "",
         attempt: int | None = None,
-        max_active: int | None = None,
+        limits: Sequence[ActiveLimit] = (),
         **changes: Any,
     ) -> bool:
         """Move ``job_id`` to ``target`` with ``changes``; return False if it was already there.
@@ -117,8 +131,8 @@ class JobStore:
         ``note`` says why in the job's history; ``changes`` are record fields set with the move.
         With ``attempt``, the move applies only while the job is on that attempt (else
         :class:`StaleAttemptError`): a late result of an abandoned attempt changes nothing. With
-        ``max_active``, a move to DISPATCHED is refused (:class:`TenantQuotaError`) while the tenant
-        already has that many jobs DISPATCHED or RUNNING.
+        ``limits`` (a move to DISPATCHED), the job joins those concurrency sets unless one is full,
+        which refuses the move (:class:`ConcurrencyLimitError` naming the set).
 
         Raise :class:`IllegalTransitionError` when the lifecycle forbids the move (for example a
         late result for a job that already timed out) and :class:`NotFoundError` for no job.
@@ -126,21 +140,32 @@ class JobStore:
         allowed = sorted(s.value for s in sources_of(target))
         extra = {k: _encode_value(k, v) for k, v in changes.items()}
         with redis_errors(f"move job {job_id} to {target}"):
-            status, current = self._transition(
+            status, current, *rest = self._transition(
                 keys=[self._key(job_id), self._events_key(job_id)],
                 args=[target.value, repr(time.time()), note, json.dumps(allowed), json.dumps(extra),
-                      HISTORY_MAXLEN, "" if attempt is None else str(attempt), f"{self._ns}:active:",
-                      "" if max_active is None else str(max_active)],
+                      HISTORY_MAXLEN, "" if attempt is None else str(attempt),
+                      json.dumps([[self._active_key(lim.scope), -1 if lim.limit is None else lim.limit]
+                                  for lim in limits]) if limits else ""],
             )
         if status == "missing":
             raise NotFoundError(f"job {job_id} not found")
         if status == "quota":
-            raise TenantQuotaError(f"tenant already has {current} jobs running (limit {max_active})")
+            scope = current.removeprefix(f"{self._ns}:active:")
+            limit = next((lim.limit for lim in limits if self._active_key(lim.scope) == current), None)
+            running = rest[0] if rest else "?"
+            raise ConcurrencyLimitError(scope, f"{scope} already has {running} jobs running (limit {limit})")
         if status == "stale":
             raise StaleAttemptError(f"job {job_id} is no longer on attempt {attempt}")
         if status == "illegal":
             raise IllegalTransitionError(f"job {job_id}: {current} -> {target.value} is not allowed")
         return bool(status == "ok")
+
+    def _active_key(self, scope: str) -> str:
+        return f"{self._ns}:active:{scope}"
+
+    def active_count(self, scope: str) -> int:
+        with redis_errors(f"count active jobs of {scope}"):
+            return int(self._r.scard(self._active_key(scope)))
 
     def note_progress(self, job_id: str, percent: int, message: str) -> None:
         """Record the handler's latest progress on a running job (no state change, no history entry)."""

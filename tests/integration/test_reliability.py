@@ -34,10 +34,10 @@ class Env:
     services: Services
     tmp: Path
 
-    def submit(self, topic: str, tenant: str = "default", **payload: object) -> tuple[str, Path]:
+    def submit(self, topic: str, tenant: str = "default", actor: str = "", **payload: object) -> tuple[str, Path]:
         log = self.tmp / f"{uuid.uuid4().hex}.log"
         log.touch()
-        meta = JobMeta(tenant_id=tenant)
+        meta = JobMeta(tenant_id=tenant, actor_id=actor)
         job_id = submit_job(self.services, SubmitRequest(topic, {**payload, "log": str(log)}, meta)).job_id
         return job_id, log
 
@@ -52,7 +52,8 @@ def _config(target: Path) -> Path:
     pools["pools"]["rel"] = {"requires": []}
     pools["pools"]["narrow"] = {"requires": [], "max_queue_depth": 1, "max_hold_s": 30}
     pools["pools"]["choked"] = {"requires": [], "max_queue_depth": 1, "max_hold_s": 2}
-    pools["topics"].update({"job.narrow": "narrow", "job.choked": "choked"})
+    pools["pools"]["single"] = {"requires": [], "max_in_flight": 1, "max_hold_s": 60}
+    pools["topics"].update({"job.narrow": "narrow", "job.choked": "choked", "job.single": "single"})
     pools["topics"].update({t: "rel" for t in ("job.flaky", "job.broken", "job.slow", "job.hang", "job.patient")})
     (target / "pools.yaml").write_text(yaml.safe_dump(pools))
     timeouts = {
@@ -262,3 +263,44 @@ def test_tenant_max_concurrent_jobs_holds_the_rest_until_one_ends(env: Env) -> N
     first_end = float(env.services.jobs.history(first)[-1]["at"])
     second_dispatch = next(float(e["at"]) for e in env.services.jobs.history(second) if e["to"] == "DISPATCHED")
     assert second_dispatch >= first_end  # never two of the tenant's jobs at once
+
+
+def _first_dispatch(env: Env, job_id: str) -> float:
+    return next(float(e["at"]) for e in env.services.jobs.history(job_id) if e["to"] == "DISPATCHED")
+
+
+def _end(env: Env, job_id: str) -> float:
+    return float(env.services.jobs.history(job_id)[-1]["at"])
+
+
+def test_per_actor_limit_holds_only_that_actors_extra_jobs(env: Env) -> None:
+    env.services.config.set("tenant", "crew", {"limits": {"max_concurrent_jobs_per_actor": 1}}, author="t",
+                            message="one job per person")
+    alice1, _ = env.submit("job.slow", tenant="crew", actor="alice", sleep=2)
+    eventually(lambda: env.services.jobs.get(alice1).state is JobState.RUNNING, timeout=30,
+               message="alice's first job to run")
+    alice2, _ = env.submit("job.slow", tenant="crew", actor="alice", sleep=0)
+    bob, _ = env.submit("job.slow", tenant="crew", actor="bob", sleep=0)
+
+    held = eventually(lambda: (r := env.services.jobs.get(alice2)).pending_reason.startswith("actor_quota") and r,
+                      timeout=30, message="alice's second job to be held")
+    assert held.state is JobState.SCHEDULED
+    assert env.ended(bob).state is JobState.SUCCEEDED  # another actor of the tenant is not held
+    assert env.ended(alice1).state is JobState.SUCCEEDED and env.ended(alice2).state is JobState.SUCCEEDED
+    assert _first_dispatch(env, alice2) >= _end(env, alice1)
+
+
+def test_pool_in_flight_limit_holds_then_releases(env: Env) -> None:
+    env.processes.start("single", "worker", "--pool", "single", "--app", "tests.workers.single:worker", "-c", "2")
+    first, _ = env.submit("job.single", sleep=2)
+    eventually(lambda: env.services.jobs.get(first).state in (JobState.DISPATCHED, JobState.RUNNING), timeout=30,
+               message="the first job to take the pool's only slot")
+    second, _ = env.submit("job.single", sleep=0)
+
+    held = eventually(lambda: (r := env.services.jobs.get(second)).pending_reason.startswith("pool_overloaded")
+                      and r, timeout=30, message="the second job to wait for the slot")
+    assert held.state is JobState.SCHEDULED
+    assert env.ended(first).state is JobState.SUCCEEDED
+    assert env.ended(second).state is JobState.SUCCEEDED
+    assert _first_dispatch(env, second) >= _end(env, first)
+    assert env.services.jobs.active_count("pool:single") == 0  # every finished job left the set

@@ -10,15 +10,16 @@
 -- ARGV[6]  history MAXLEN
 -- ARGV[7]  the attempt the move belongs to, or "" for any: a move for an older attempt (a late
 --          result, a redelivered message) is refused as "stale"
--- ARGV[8]  prefix of the per-tenant active sets, "<ns>:active:" (the tenant comes from the record)
--- ARGV[9]  the tenant's max concurrent jobs, or "": a move to DISPATCHED beyond it is refused as "quota"
+-- ARGV[8]  for a move to DISPATCHED: JSON array of [active set key, limit or -1] -- the concurrency
+--          sets the job joins (its tenant's, its actor's, its pool's); "" for any other move
 --
--- <ns>:active:<tenant> (set of job ids) holds the tenant's DISPATCHED and RUNNING jobs: the quota
--- check and the move are one step, so concurrent dispatchers can never exceed the limit. (The key
--- is built here from the record: standalone Redis, as Coretex requires anyway.)
+-- Active sets (<ns>:active:tenant:<t>, <ns>:active:actor:<t>:<a>, <ns>:active:pool:<p>) hold job
+-- ids while DISPATCHED or RUNNING. The limit checks and the move are one step, so concurrent
+-- dispatchers can never exceed a limit; the record keeps the keys it joined (active_sets) and
+-- every later move leaves them. (Keys named in a record: standalone Redis, as Coretex requires.)
 --
 -- Returns {"ok", previous} | {"same", current} | {"illegal", current} | {"stale", current}
---       | {"quota", active count} | {"missing", ""}.
+--       | {"quota", set key, active count} | {"missing", ""}.
 -- "same" applies nothing: a repeated result or a re-delivered message changes state once only.
 local current = redis.call("HGET", KEYS[1], "state")
 if not current then
@@ -41,13 +42,20 @@ if not allowed then
   return {"illegal", current}
 end
 local job_id = redis.call("HGET", KEYS[1], "job_id")
-local active = ARGV[8] .. (redis.call("HGET", KEYS[1], "tenant_id") or "")
-if ARGV[1] == "DISPATCHED" and ARGV[9] ~= "" and redis.call("SISMEMBER", active, job_id) == 0 then
-  local running = redis.call("SCARD", active)
-  if running >= tonumber(ARGV[9]) then
-    return {"quota", tostring(running)}
+local joining = {}
+if ARGV[1] == "DISPATCHED" and ARGV[8] ~= "" then
+  joining = cjson.decode(ARGV[8])
+  for _, pair in ipairs(joining) do
+    local limit = tonumber(pair[2])
+    if limit >= 0 and redis.call("SISMEMBER", pair[1], job_id) == 0 then
+      local running = redis.call("SCARD", pair[1])
+      if running >= limit then
+        return {"quota", pair[1], tostring(running)}
+      end
+    end
   end
 end
+local leaving = redis.call("HGET", KEYS[1], "active_sets")
 local args = {"state", ARGV[1], "updated_at", ARGV[2]}
 for k, v in pairs(cjson.decode(ARGV[5])) do
   args[#args + 1] = k
@@ -55,10 +63,18 @@ for k, v in pairs(cjson.decode(ARGV[5])) do
 end
 redis.call("HSET", KEYS[1], unpack(args))
 redis.call("HINCRBY", KEYS[1], "version", 1)
-if ARGV[1] == "DISPATCHED" or ARGV[1] == "RUNNING" then
-  redis.call("SADD", active, job_id)
-else
-  redis.call("SREM", active, job_id)
+if ARGV[1] == "DISPATCHED" then
+  local keys = {}
+  for _, pair in ipairs(joining) do
+    redis.call("SADD", pair[1], job_id)
+    keys[#keys + 1] = pair[1]
+  end
+  redis.call("HSET", KEYS[1], "active_sets", cjson.encode(keys))
+elseif ARGV[1] ~= "RUNNING" and leaving and leaving ~= "" and leaving ~= "[]" then
+  for _, key in ipairs(cjson.decode(leaving)) do
+    redis.call("SREM", key, job_id)
+  end
+  redis.call("HSET", KEYS[1], "active_sets", "[]")
 end
 redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[6], "*",
   "from", current, "to", ARGV[1], "at", ARGV[2], "reason", ARGV[3])
