@@ -106,6 +106,10 @@ class JobRecord:
     """Deadline of each attempt, fixed at its dispatch (config timeouts, tightened by policy)."""
     max_retries: int = 0
     """Retries allowed after the first attempt, fixed at dispatch like ``timeout_s``."""
+    requested_retries: int = -1
+    """The submitter's own max_retries for this job (-1: the topic's from config)."""
+    requested_timeout_s: int = 0
+    """The submitter's own attempt deadline (0: the topic's from config)."""
     progress_pct: int = 0
     """Last progress the handler reported (0-100), with ``progress_message``."""
     progress_message: str = ""

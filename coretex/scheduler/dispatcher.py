@@ -17,7 +17,7 @@ from coretex.agent.v1 import buspacket_pb2
 from coretex.bus import EXECUTE_TASK, queue_depth, send_packet
 from coretex.model.job import JobState
 from coretex.scheduler.approvals import is_approved, park_for_approval
-from coretex.scheduler.budgets import budget_for
+from coretex.scheduler.budgets import JobBudget, budget_for
 from coretex.scheduler.dead_letter import end_with_dead_letter
 from coretex.scheduler.packets import ATTEMPT_ENV, MAX_ARTIFACT_BYTES_ENV, REDACTION_LEVEL_ENV, TIMEOUT_ENV
 from coretex.scheduler.pipeline import (
@@ -76,7 +76,9 @@ def publish(services: Services, dispatch: Dispatch, packet: buspacket_pb2.BusPac
     """Start a new attempt: record DISPATCHED (before sending, so a fast worker never finds the
     job still SCHEDULED), arm its deadline timer, then send it with Celery time limits."""
     record = dispatch.record
-    budget = budget_for(services.live_config.section("timeouts", record.tenant_id), record.topic, dispatch.constraints)
+    requested = JobBudget(record.requested_timeout_s, record.requested_retries)
+    budget = budget_for(services.live_config.section("timeouts", record.tenant_id), record.topic,
+                        dispatch.constraints, requested)
     limits = services.live_config.section("limits", record.tenant_id)
     attempt = record.attempts + 1
     packet.job_request.env[ATTEMPT_ENV] = str(attempt)

@@ -28,6 +28,10 @@ class SubmitRequest:
     input: Any
     meta: JobMeta
     idempotency_key: str = ""
+    max_retries: int | None = None
+    """This job's retries instead of its topic's (the policy may still lower it)."""
+    timeout_seconds: int | None = None
+    """This job's attempt deadline instead of its topic's (the policy may still lower it)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ def submit_job(services: Services, request: SubmitRequest) -> SubmitReceipt:
         created_at=now,
         updated_at=now,
         meta=replace(request.meta, idempotency_key=idem_key),
+        requested_retries=-1 if request.max_retries is None else request.max_retries,
+        requested_timeout_s=request.timeout_seconds or 0,
     )
     owner, created = services.jobs.create(record, idempotency_key=idem_key,
                                           window_s=services.settings.idempotency_window_s)

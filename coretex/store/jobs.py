@@ -228,7 +228,8 @@ def _decode(raw: dict[str, str]) -> JobRecord:
         elif f.name in _FLOAT_FIELDS:
             values[f.name] = float(raw.get(f.name) or 0.0)
         elif f.name in _INT_FIELDS:
-            values[f.name] = int(raw.get(f.name) or 0)
+            if raw.get(f.name):  # absent: the field's default (records written before it existed)
+                values[f.name] = int(raw[f.name])
         elif f.name in raw:
             values[f.name] = raw[f.name]
     return JobRecord(**values)

@@ -304,3 +304,15 @@ def test_pool_in_flight_limit_holds_then_releases(env: Env) -> None:
     assert env.ended(second).state is JobState.SUCCEEDED
     assert _first_dispatch(env, second) >= _end(env, first)
     assert env.services.jobs.active_count("pool:single") == 0  # every finished job left the set
+
+
+def test_a_jobs_own_max_retries_replaces_its_topics(env: Env) -> None:
+    log = env.tmp / f"{uuid.uuid4().hex}.log"
+    log.touch()
+    request = SubmitRequest("job.flaky", {"succeed_on": 3, "log": str(log)}, JobMeta(), max_retries=0)
+    job_id = submit_job(env.services, request).job_id
+
+    record = env.ended(job_id)
+
+    assert record.state is JobState.FAILED and record.attempts == 1 and record.max_retries == 0
+    assert env.services.dlq.get(job_id).error_code == "handler_error"  # no retries were allowed

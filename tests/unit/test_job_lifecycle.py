@@ -10,7 +10,7 @@ from coretex.agent.v1 import safety_pb2
 from coretex.errors import ConfigError, RoutingError
 from coretex.model.job import TERMINAL_STATES, JobState, can_transition, sources_of
 from coretex.policy.constraints import Constraints, Network, Sandbox
-from coretex.scheduler.budgets import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, budget_for
+from coretex.scheduler.budgets import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, JobBudget, budget_for
 from coretex.scheduler.retries import BACKOFF_CAP_S, backoff_s
 from coretex.scheduler.routing import PoolRouter
 
@@ -113,3 +113,13 @@ def test_runner_profiles_keep_jobs_off_pools_more_permissive_than_their_policy()
 def test_a_bad_pool_profile_is_refused_naming_the_field() -> None:
     with pytest.raises(ConfigError, match="pools/x/profile/network"):
         PoolRouter.from_config({"pools": {"x": {"profile": {"network": "sometimes"}}}, "topics": {}})
+
+
+def test_a_jobs_own_budget_replaces_its_topics_and_policy_still_tightens_it() -> None:
+    timeouts = {"default": {"timeout_seconds": 60, "max_retries": 3}}
+    mine = JobBudget(timeout_s=5, max_retries=0)
+    assert budget_for(timeouts, "t", requested=mine) == JobBudget(5, 0)
+    assert budget_for(timeouts, "t", requested=JobBudget(0, -1)) == JobBudget(60, 3)  # nothing requested
+    generous = JobBudget(timeout_s=600, max_retries=9)
+    policy = safety_pb2.PolicyConstraints(budgets=safety_pb2.BudgetConstraints(max_runtime_ms=30_000, max_retries=2))
+    assert budget_for(timeouts, "t", policy, generous) == JobBudget(30, 2)

@@ -188,7 +188,8 @@ def _submit_request(body: dict[str, Any], principal: Principal) -> SubmitRequest
         pack_id=meta.get("pack_id", ""),
         labels=dict(meta.get("labels", {})),
     )
-    return SubmitRequest(body["topic"], body["input"], job_meta, body.get("idempotency_key", ""))
+    return SubmitRequest(body["topic"], body["input"], job_meta, body.get("idempotency_key", ""),
+                         max_retries=body.get("max_retries"), timeout_seconds=body.get("timeout_seconds"))
 
 
 def _readable_job(services: Services, job_id: str, principal: Principal) -> JobRecord:

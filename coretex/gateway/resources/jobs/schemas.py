@@ -58,6 +58,10 @@ class SubmitJobSchema(ma.Schema):
     meta = fields.Nested(JobMetaSchema)
     idempotency_key = fields.String(validate=[validate.Length(min=1, max=MAX_TEXT), _storable_json],
                                     metadata={"description": "Same tenant + key within 24 h returns the first job"})
+    max_retries = fields.Integer(validate=validate.Range(min=0, max=100), metadata={
+        "description": "Retries for this job instead of its topic's (config timeouts); policy may lower it"})
+    timeout_seconds = fields.Integer(validate=validate.Range(min=1, max=7 * 86400), metadata={
+        "description": "Deadline of each attempt instead of its topic's; policy may lower it"})
 
     @ma.validates_schema
     def _one_idempotency_key(self, data: dict[str, Any], **_: Any) -> None:
