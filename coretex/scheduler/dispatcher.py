@@ -7,6 +7,7 @@ between publish and the DISPATCHED write may publish twice, which the result pat
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping, MutableMapping
@@ -15,11 +16,19 @@ from typing import Any
 
 from coretex.agent.v1 import buspacket_pb2
 from coretex.bus import EXECUTE_TASK, queue_depth, send_packet
+from coretex.kernel.wire import constraints_from_wire
 from coretex.model.job import JobState
+from coretex.policy.constraints import Sandbox
 from coretex.scheduler.approvals import is_approved, park_for_approval
 from coretex.scheduler.budgets import JobBudget, budget_for
 from coretex.scheduler.dead_letter import end_with_dead_letter
-from coretex.scheduler.packets import ATTEMPT_ENV, MAX_ARTIFACT_BYTES_ENV, REDACTION_LEVEL_ENV, TIMEOUT_ENV
+from coretex.scheduler.packets import (
+    ATTEMPT_ENV,
+    MAX_ARTIFACT_BYTES_ENV,
+    REDACTION_LEVEL_ENV,
+    SANDBOX_ENV,
+    TIMEOUT_ENV,
+)
 from coretex.scheduler.pipeline import (
     Backpressure,
     Dispatch,
@@ -31,6 +40,7 @@ from coretex.scheduler.pipeline import (
     run_stages,
 )
 from coretex.scheduler.retries import fail_attempt
+from coretex.scheduler.routing import sandbox_profile
 from coretex.services import Services
 from coretex.store.jobs import ActiveLimit, ConcurrencyLimitError
 from coretex.store.timers import DEADLINE, RETRY, Timer
@@ -159,6 +169,9 @@ def _constraints_to_env(dispatch: Dispatch, env: MutableMapping[str, str]) -> No
         env[MAX_ARTIFACT_BYTES_ENV] = str(constraints.budgets.max_artifact_bytes)
     if constraints.redaction_level:
         env[REDACTION_LEVEL_ENV] = constraints.redaction_level
+    sandbox = constraints_from_wire(constraints).sandbox
+    if sandbox != Sandbox():
+        env[SANDBOX_ENV] = json.dumps(sandbox_profile(sandbox), separators=(",", ":"))
 
 
 def hold(services: Services, dispatch: Dispatch, verdict: Verdict) -> JobState:

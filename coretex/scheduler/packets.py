@@ -12,6 +12,8 @@ TIMEOUT_ENV = "coretex.timeout_s"
 """JobRequest.env key carrying the attempt's deadline in seconds."""
 MAX_ARTIFACT_BYTES_ENV = "coretex.max_artifact_bytes"
 """JobRequest.env key: the policy's artifact size cap, honoured by the SDK's put_artifact."""
+SANDBOX_ENV = "coretex.sandbox"
+"""JobRequest.env key: the sandbox the policy demands (JSON); a worker with a looser profile refuses."""
 REDACTION_LEVEL_ENV = "coretex.redaction_level"
 """JobRequest.env key: the least redaction the policy demands for what the job stores."""
 

@@ -176,14 +176,25 @@ def _is_glob(topic: str) -> bool:
     return any(c in topic for c in "*?[")
 
 
+def profile_sandbox(profile: Mapping[str, Any]) -> Sandbox:
+    """A runner profile (``isolated``, ``network``, ``allowlist``, ``fs``) as the policy's Sandbox type."""
+    return Sandbox(
+        isolated=bool(profile.get("isolated", False)),
+        network=Network(profile["network"]) if profile.get("network") else None,
+        allowlist=tuple(profile.get("allowlist", ())),
+        fs=FsMode(profile["fs"]) if profile.get("fs") else None,
+    )
+
+
+def sandbox_profile(sandbox: Sandbox) -> dict[str, Any]:
+    """The inverse of :func:`profile_sandbox`: what the dispatcher hands a worker in JobRequest.env."""
+    return {"isolated": sandbox.isolated, "network": sandbox.network.value if sandbox.network else None,
+            "allowlist": list(sandbox.allowlist), "fs": sandbox.fs.value if sandbox.fs else None}
+
+
 def _pool(name: str, spec: Mapping[str, Any]) -> Pool:
     profile = spec.get("profile") or {}
-    sandbox = Sandbox(
-        isolated=bool(profile.get("isolated", False)),
-        network=Network(profile["network"]) if "network" in profile else None,
-        allowlist=tuple(profile.get("allowlist", ())),
-        fs=FsMode(profile["fs"]) if "fs" in profile else None,
-    )
+    sandbox = profile_sandbox(profile)
     tools = tuple(profile["tools"]) if "tools" in profile else None
     return Pool(name, frozenset(spec.get("requires", ())), spec.get("max_queue_depth"), spec.get("max_hold_s", 60),
                 spec.get("max_in_flight"), sandbox, tools)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import socket
@@ -24,9 +25,11 @@ from coretex.scheduler.packets import (
     ATTEMPT_ENV,
     MAX_ARTIFACT_BYTES_ENV,
     REDACTION_LEVEL_ENV,
+    SANDBOX_ENV,
     TIMEOUT_ENV,
     meta_from_message,
 )
+from coretex.scheduler.routing import profile_sandbox, sandbox_profile
 from coretex.sdk._context import ArtifactWriter, JobContext
 from coretex.secrets import redact_text
 from coretex.services import Services
@@ -58,10 +61,20 @@ class _Outcome:
 
 
 class Worker:
-    def __init__(self, pool: str, *, capabilities: Iterable[str] = (), worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        pool: str,
+        *,
+        capabilities: Iterable[str] = (),
+        profile: Mapping[str, Any] | None = None,
+        worker_id: str | None = None,
+    ) -> None:
         self.pool = pool
         self.capabilities = tuple(capabilities)
         """What this worker's hosts provide (git, docker, gpu ...), advertised in its heartbeats."""
+        self.profile = profile_sandbox(profile or {})
+        """The sandbox this worker really enforces (``isolated``, ``network``, ``allowlist``, ``fs``);
+        a job whose policy demands a stricter one is refused, never run."""
         self.worker_id = worker_id or f"{pool}@{socket.gethostname()}-{os.getpid()}"
         self.handlers: dict[str, Handler] = {}
 
@@ -120,6 +133,13 @@ class Worker:
             result.status = job_pb2.JOB_STATUS_FAILED
             result.error_code = "no_handler"
             result.error_message = f"pool {self.pool!r} has no handler for topic {request.topic!r}"
+            return _Outcome(result, retryable=False)
+        demanded = request.env.get(SANDBOX_ENV)
+        if demanded and not self.profile.at_least_as_strict_as(profile_sandbox(json.loads(demanded))):
+            result.status = job_pb2.JOB_STATUS_FAILED
+            result.error_code = "profile_too_permissive"
+            result.error_message = (f"worker {self.worker_id} runs {sandbox_profile(self.profile)}; "
+                                    f"the policy demands {demanded}")
             return _Outcome(result, retryable=False)
         tenant = request.tenant_id or request.meta.tenant_id
         try:

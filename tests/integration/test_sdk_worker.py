@@ -142,3 +142,20 @@ def test_progress_must_be_a_percentage(settings: Settings) -> None:
     run = run_handler(worker, "job.pack.bad", {}, settings=settings)
 
     assert run.record.state is JobState.FAILED and "percent must be 0..100" in run.record.error_message
+
+
+def test_a_worker_looser_than_the_policys_sandbox_refuses_the_job(settings: Settings) -> None:
+    ran: list[str] = []
+    demanded = {"SANDBOX": '{"isolated":true,"network":"none","allowlist":[],"fs":null}'}
+    open_worker = Worker(pool="pack")  # no profile: no isolation, any network
+    open_worker.handler("job.pack.run")(lambda job: ran.append(job.job_id))
+    sandboxed = Worker(pool="pack", profile={"isolated": True, "network": "none", "fs": "ro"})
+    sandboxed.handler("job.pack.run")(lambda job: ran.append(job.job_id) or {"ok": True})
+    env = {"coretex.sandbox": demanded["SANDBOX"]}
+
+    refused = run_handler(open_worker, "job.pack.run", {}, settings=settings, env=env)
+    accepted = run_handler(sandboxed, "job.pack.run", {}, settings=settings, env=env)
+
+    assert refused.record.state is JobState.FAILED and refused.record.error_code == "profile_too_permissive"
+    assert accepted.record.state is JobState.SUCCEEDED
+    assert ran == [accepted.record.job_id]  # the refused job never reached its handler

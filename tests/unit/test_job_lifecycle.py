@@ -123,3 +123,21 @@ def test_a_jobs_own_budget_replaces_its_topics_and_policy_still_tightens_it() ->
     generous = JobBudget(timeout_s=600, max_retries=9)
     policy = safety_pb2.PolicyConstraints(budgets=safety_pb2.BudgetConstraints(max_runtime_ms=30_000, max_retries=2))
     assert budget_for(timeouts, "t", policy, generous) == JobBudget(30, 2)
+
+
+def test_the_dispatcher_hands_the_policys_constraints_to_the_worker() -> None:
+    from coretex.agent.v1 import job_pb2
+    from coretex.model.job import JobMeta, JobRecord
+    from coretex.scheduler.dispatcher import _constraints_to_env
+    from coretex.scheduler.pipeline import Dispatch
+
+    record = JobRecord("j", "job.x", "t", JobState.SCHEDULED, "tr", "redis://ctx:j", 0.0, 0.0, JobMeta())
+    constraints = safety_pb2.PolicyConstraints(
+        budgets=safety_pb2.BudgetConstraints(max_artifact_bytes=1024), redaction_level="strict",
+        sandbox=safety_pb2.SandboxProfile(isolated=True),
+    )
+    env: dict[str, str] = {}
+    _constraints_to_env(Dispatch(record, job_pb2.JobRequest(), constraints=constraints), env)
+
+    assert env["coretex.max_artifact_bytes"] == "1024" and env["coretex.redaction_level"] == "strict"
+    assert '"isolated":true' in env["coretex.sandbox"] and '"network":"none"' in env["coretex.sandbox"]
