@@ -29,6 +29,7 @@ from coretex.scheduler.packets import (
     TIMEOUT_ENV,
     meta_from_message,
 )
+from coretex.scheduler.results import apply_result
 from coretex.scheduler.routing import profile_sandbox, sandbox_profile
 from coretex.sdk._context import ArtifactWriter, JobContext
 from coretex.secrets import redact_text
@@ -113,6 +114,11 @@ class Worker:
             services.workers.job_finished(self.worker_id)
         result = outcome.result
         result.execution_ms = int((time.monotonic() - started) * 1000)
+        if result.status == job_pb2.JOB_STATUS_SUCCEEDED and attempt is not None:
+            # Write-through: record success here (attempt-guarded, exactly once) so the job shows
+            # SUCCEEDED without waiting for the control queue; the JobResult below still goes to the
+            # control plane, which finds the job already SUCCEEDED and changes nothing.
+            apply_result(services, result, attempt)
         reply = new_packet(sender_id=self.worker_id, trace_id=packet.trace_id, job_result=result)
         kind = "ok" if result.status == job_pb2.JOB_STATUS_SUCCEEDED else "retry" if outcome.retryable else "fatal"
         task_id = result_task_id(request.job_id, attempt, kind) if attempt is not None else None
