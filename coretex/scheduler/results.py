@@ -3,7 +3,9 @@
 Coretex workers apply their own SUCCEEDED results (write-through, attempt-guarded) before sending
 the JobResult here, so a client sees success one queue hop sooner; this task then finds the job
 already SUCCEEDED and changes nothing. Results of other CAP producers, and every failure (which
-needs the retry decision), are applied here. The result belongs to one attempt: a result of an attempt the job already moved on from (it was
+needs the retry decision), are applied here.
+
+The result belongs to one attempt: a result of an attempt the job already moved on from (it was
 retried after a timeout, say) is ignored. Success ends the job; a failure or timeout goes to
 :func:`fail_attempt`, which retries it or dead-letters it. The lifecycle check in the store makes
 all of it idempotent: a repeated result changes nothing.
