@@ -62,6 +62,17 @@ class Options:
     console: Console
 
 
+def _set_output(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None and isinstance(ctx.obj, Options):
+        ctx.obj.output = value
+
+
+output_option = click.option(
+    "--output", "-o", type=click.Choice(["table", "json"]), default=None, expose_value=False,
+    callback=_set_output, help="Output format (also accepted before the command).",
+)
+
+
 def _emit(opts: Options, data: Any, table: Table | None = None) -> None:
     if opts.output == "json" or table is None:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
@@ -88,6 +99,7 @@ def jobs() -> None:
 
 
 @jobs.command("submit")
+@output_option
 @click.argument("topic")
 @click.option("--input", "input_json", default="{}", show_default=True, help="Job input as JSON.")
 @click.option("--idempotency-key", default="", help="Deduplicate submissions with the same key.")
@@ -114,6 +126,7 @@ def submit(opts: Options, topic: str, input_json: str, idempotency_key: str, wai
 
 
 @jobs.command("get")
+@output_option
 @click.argument("job_id")
 @click.pass_obj
 def get(opts: Options, job_id: str) -> None:
@@ -123,6 +136,7 @@ def get(opts: Options, job_id: str) -> None:
 
 
 @main.command()
+@output_option
 @click.pass_obj
 def status(opts: Options) -> None:
     """Health of Redis, the kernel and beat, and the configured pools."""

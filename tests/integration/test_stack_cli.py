@@ -67,6 +67,21 @@ def test_up_starts_its_own_redis_runs_the_demo_and_down_stops_everything(tmp_pat
         assert kernel["ok"] is True
         assert [k["status"] for k in kernel["instances"]] == ["READY"]  # dev mode: unsigned base policy
 
+        # coretexctl against the same gateway: JSON output, exit codes 0 / 1 (API said no) / 3 (unreachable)
+        ctl = [sys.executable, "-m", "coretex.cli.ctl", "--gateway", f"http://{stack['CORETEX_GATEWAY_ADDR']}",
+               "--api-key", key]
+        done = subprocess.run([*ctl, "jobs", "submit", "job.echo", "--input", '{"via": "ctl"}', "--wait", "-o", "json"],
+                              env=env, text=True, capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["state"] == "SUCCEEDED" and json.loads(done.stdout)["result"] == {"via": "ctl"}
+        missing = subprocess.run([*ctl, "jobs", "get", "no-such-job"], env=env, text=True, capture_output=True,
+                                 timeout=60)
+        assert missing.returncode == 1 and "404" in missing.stderr
+        unreachable = subprocess.run([sys.executable, "-m", "coretex.cli.ctl", "--gateway",
+                                      f"http://127.0.0.1:{free_port()}", "--api-key", key, "status"],
+                                     env=env, text=True, capture_output=True, timeout=60)
+        assert unreachable.returncode == 3 and "cannot reach the gateway" in unreachable.stderr
+
         again = _run(["up", "--state-dir", str(state)], env)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "already running" in again.stdout
