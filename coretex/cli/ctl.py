@@ -86,7 +86,7 @@ def _emit(opts: Options, data: Any, table: Table | None = None) -> None:
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_context
 def main(ctx: click.Context, gateway: str | None, api_key: str | None, output: str) -> None:
-    """Operate Coretex: submit and inspect jobs, check status."""
+    """Operate Coretex: jobs, dead letters, approvals, status; policy and audit tools."""
     local = gateway_base(Path(".coretex"))
     base = gateway or (local[0] if local else "http://127.0.0.1:8080")
     key = api_key or (local[1] if local else "")
@@ -135,6 +135,99 @@ def get(opts: Options, job_id: str) -> None:
     _emit(opts, job, _kv_table("job", job))
 
 
+@jobs.command("history")
+@output_option
+@click.argument("job_id")
+@click.pass_obj
+def history(opts: Options, job_id: str) -> None:
+    """Every state change of a job and why (pending reasons included), oldest first."""
+    events = opts.client.call("GET", f"/api/v1/jobs/{job_id}/history")
+    _emit(opts, events, _rows_table(f"job {job_id}", events, ("at", "from", "to", "reason")))
+
+
+@jobs.command("cancel")
+@output_option
+@click.argument("job_id")
+@click.option("--reason", default="", help="Recorded with the cancel.")
+@click.pass_obj
+def cancel(opts: Options, job_id: str, reason: str) -> None:
+    """Cancel a job (a running handler is told within one heartbeat)."""
+    job = opts.client.call("POST", f"/api/v1/jobs/{job_id}/cancel", {"reason": reason})
+    _emit(opts, job, _kv_table("job", job))
+
+
+@main.group()
+def dlq() -> None:
+    """Dead-lettered jobs: list, retry as a new job, delete."""
+
+
+@dlq.command("list")
+@output_option
+@click.option("--limit", default=50, show_default=True)
+@click.pass_obj
+def dlq_list(opts: Options, limit: int) -> None:
+    """Dead letters of your tenant, newest first."""
+    entries = opts.client.call("GET", f"/api/v1/dlq?limit={limit}")
+    _emit(opts, entries, _rows_table("dead letters", entries,
+                                     ("job_id", "topic", "error_code", "last_state", "attempts", "error_message")))
+
+
+@dlq.command("retry")
+@output_option
+@click.argument("job_id")
+@click.pass_obj
+def dlq_retry(opts: Options, job_id: str) -> None:
+    """Submit a dead job again as a new job linked by retry_of."""
+    receipt = opts.client.call("POST", f"/api/v1/dlq/{job_id}/retry", {})
+    _emit(opts, receipt, _kv_table("retried", receipt))
+
+
+@dlq.command("delete")
+@click.argument("job_id")
+@click.pass_obj
+def dlq_delete(opts: Options, job_id: str) -> None:
+    """Delete a dead letter (the job record stays)."""
+    opts.client.call("DELETE", f"/api/v1/dlq/{job_id}")
+    click.echo(f"deleted DLQ entry {job_id}")
+
+
+@main.group()
+def approvals() -> None:
+    """Jobs waiting for a human: list, approve, reject."""
+
+
+@approvals.command("list")
+@output_option
+@click.pass_obj
+def approvals_list(opts: Options) -> None:
+    """Pending approvals of your tenant."""
+    pending = opts.client.call("GET", "/api/v1/approvals")
+    _emit(opts, pending, _rows_table("pending approvals", pending,
+                                     ("job_id", "rule_id", "reason", "requested_by", "policy_snapshot")))
+
+
+@approvals.command("approve")
+@output_option
+@click.argument("job_id")
+@click.option("--note", default="", help="Why; recorded with the decision.")
+@click.pass_obj
+def approve(opts: Options, job_id: str, note: str) -> None:
+    """Approve a parked job (never your own)."""
+    decided = opts.client.call("POST", f"/api/v1/approvals/{job_id}/approve", {"note": note})
+    _emit(opts, decided, _kv_table("approval", decided))
+
+
+@approvals.command("reject")
+@output_option
+@click.argument("job_id")
+@click.option("--note", default="", help="Why; recorded with the decision.")
+@click.pass_obj
+def reject(opts: Options, job_id: str, note: str) -> None:
+    """Reject a parked job: it ends DENIED (approval_rejected)."""
+    decided = opts.client.call("POST", f"/api/v1/approvals/{job_id}/reject", {"note": note})
+    _emit(opts, decided, _kv_table("approval", decided))
+
+
 @main.command()
 @output_option
 @click.pass_obj
@@ -161,6 +254,15 @@ def _wait(opts: Options, job_id: str, timeout: float) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise ApiError(f"job {job_id} still {job.get('state')} after {timeout:.0f}s")
             time.sleep(0.2)
+
+
+def _rows_table(title: str, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(value if isinstance(value := row.get(c), str) else json.dumps(value) for c in columns))
+    return table
 
 
 def _kv_table(title: str, data: dict[str, Any]) -> Table:

@@ -77,6 +77,18 @@ def test_up_starts_its_own_redis_runs_the_demo_and_down_stops_everything(tmp_pat
         missing = subprocess.run([*ctl, "jobs", "get", "no-such-job"], env=env, text=True, capture_output=True,
                                  timeout=60)
         assert missing.returncode == 1 and "404" in missing.stderr
+        nowhere = subprocess.run([*ctl, "jobs", "submit", "job.nowhere", "--wait", "-o", "json"], env=env, text=True,
+                                 capture_output=True, timeout=60)
+        assert nowhere.returncode == 1  # the job did not succeed
+        dead_id = json.loads(nowhere.stdout)["job_id"]
+        listed = subprocess.run([*ctl, "dlq", "list", "-o", "json"], env=env, text=True, capture_output=True,
+                                timeout=60)
+        assert listed.returncode == 0 and dead_id in [e["job_id"] for e in json.loads(listed.stdout)]
+        history = subprocess.run([*ctl, "jobs", "history", dead_id, "-o", "json"], env=env, text=True,
+                                 capture_output=True, timeout=60)
+        assert [e["to"] for e in json.loads(history.stdout)][-1] == "FAILED"
+        deleted = subprocess.run([*ctl, "dlq", "delete", dead_id], env=env, text=True, capture_output=True, timeout=60)
+        assert deleted.returncode == 0 and "deleted" in deleted.stdout
         unreachable = subprocess.run([sys.executable, "-m", "coretex.cli.ctl", "--gateway",
                                       f"http://127.0.0.1:{free_port()}", "--api-key", key, "status"],
                                      env=env, text=True, capture_output=True, timeout=60)
