@@ -6,19 +6,11 @@ Two configs with equal canonical JSON have equal hashes, whatever their key orde
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no spaces, UTF-8 kept; raises ``ValueError``/``TypeError`` for non-JSON values."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def sha256_hex(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+from coretex.model.canonical import canonical_json as canonical_json
+from coretex.model.canonical import sha256_hex as sha256_hex
 
 
 @dataclass(frozen=True)

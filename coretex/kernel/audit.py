@@ -56,6 +56,7 @@ from coretex.agent.v1 import safety_pb2
 from coretex.errors import StoreError
 from coretex.kernel.client import DECISION_KINDS_BY_WIRE
 from coretex.kernel.wire import constraints_from_wire
+from coretex.model.canonical import canonical_json
 from coretex.policy import Decision, DecisionKind
 from coretex.secrets import redact
 from coretex.settings import Settings
@@ -84,10 +85,6 @@ class AuditUnavailableError(StoreError):
 
 
 # --- the chain ------------------------------------------------------------------------------------
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def chain_hash(record: Mapping[str, str]) -> str:

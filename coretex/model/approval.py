@@ -8,10 +8,10 @@ job (or a policy) that the approver did not see.
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from coretex.model.canonical import canonical_json, sha256_hex
 
 
 class ApprovalStatus(enum.StrEnum):
@@ -39,8 +39,4 @@ class Approval:
 
 def request_hash(topic: str, tenant_id: str, meta: dict[str, Any], input_sha256: str) -> str:
     """sha256 over the canonical form of everything the policy decided on, input content included."""
-    canonical = json.dumps(
-        {"topic": topic, "tenant": tenant_id, "meta": meta, "input_sha256": input_sha256},
-        sort_keys=True, separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return sha256_hex(canonical_json({"topic": topic, "tenant": tenant_id, "meta": meta, "input_sha256": input_sha256}))

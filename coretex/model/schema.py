@@ -22,7 +22,6 @@ hands in; nothing is fetched from the network.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from referencing.exceptions import NoSuchResource, Unresolvable
 from referencing.jsonschema import DRAFT202012
 
 from coretex.errors import ConfigError, CoretexError
+from coretex.model.canonical import canonical_json as _canonical_json
 
 SCHEMA_REF_PREFIX = "coretex:schema:"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -169,7 +169,7 @@ def parse_schema_ref(text: str) -> SchemaRef:
 def canonical_json(value: Any) -> str:
     """The one spelling of a schema we hash, size and store: sorted keys, no spaces, no NaN."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _canonical_json(value)
     except (TypeError, ValueError) as exc:
         raise SchemaInvalidError(f"schema is not plain JSON: {exc}") from exc
 

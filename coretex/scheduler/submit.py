@@ -14,10 +14,10 @@ from typing import Any
 
 from coretex.bus import DISPATCH_TASK, send_packet
 from coretex.errors import CoretexError, StoreError
+from coretex.model.canonical import canonical_json
 from coretex.model.job import JobMeta, JobRecord, JobState
 from coretex.scheduler.packets import job_request_packet
 from coretex.services import Services
-from coretex.store.pointers import canonical_json
 
 log = logging.getLogger(__name__)
 

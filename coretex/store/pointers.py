@@ -19,16 +19,12 @@ from typing import Any
 import redis
 
 from coretex.errors import NotFoundError
+from coretex.model.canonical import canonical_json as canonical_json
 from coretex.protocol.pointers import ContextPointer, ResultPointer, parse_pointer
 from coretex.settings import Settings
 from coretex.store._redis import load_script, redis_errors
 
 JSON_CONTENT_TYPE = "application/json"
-
-
-def canonical_json(value: Any) -> str:
-    """The one JSON spelling we hash and store: sorted keys, no spaces, UTF-8 kept."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 class PointerStore:

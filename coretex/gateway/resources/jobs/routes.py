@@ -35,12 +35,12 @@ from coretex.gateway.resources.jobs.schemas import (
     SubmitReceiptSchema,
     TransitionSchema,
 )
+from coretex.model.canonical import canonical_json
 from coretex.model.job import JobMeta, JobRecord, JobState
 from coretex.scheduler.cancel import cancel_job
 from coretex.scheduler.packets import job_request_packet, policy_request
 from coretex.scheduler.submit import SubmitRequest, submit_job
 from coretex.services import Services
-from coretex.store.pointers import canonical_json
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs", description="Submit and inspect jobs")
 
