@@ -213,8 +213,7 @@ def approvals_list(opts: Options) -> None:
 @click.pass_obj
 def approve(opts: Options, job_id: str, note: str) -> None:
     """Approve a parked job (never your own)."""
-    decided = opts.client.call("POST", f"/api/v1/approvals/{job_id}/approve", {"note": note})
-    _emit(opts, decided, _kv_table("approval", decided))
+    _decide(opts, job_id, "approve", note)
 
 
 @approvals.command("reject")
@@ -224,7 +223,11 @@ def approve(opts: Options, job_id: str, note: str) -> None:
 @click.pass_obj
 def reject(opts: Options, job_id: str, note: str) -> None:
     """Reject a parked job: it ends DENIED (approval_rejected)."""
-    decided = opts.client.call("POST", f"/api/v1/approvals/{job_id}/reject", {"note": note})
+    _decide(opts, job_id, "reject", note)
+
+
+def _decide(opts: Options, job_id: str, action: str, note: str) -> None:
+    decided = opts.client.call("POST", f"/api/v1/approvals/{job_id}/{action}", {"note": note})
     _emit(opts, decided, _kv_table("approval", decided))
 
 
