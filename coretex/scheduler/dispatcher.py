@@ -1,8 +1,9 @@
 """Drive one submitted job through the pipeline and record how it ended.
 
 At-least-once: a redelivered submit packet for a job that already left SCHEDULED is ignored, so
-the pipeline's effects (DLQ entries, publishes) happen once per job in the normal case; a crash
-between publish and the DISPATCHED write may publish twice, which the result path tolerates.
+the pipeline's effects (DLQ entries, publishes) happen once per attempt. DISPATCHED is written
+before the message is sent; if the send fails the attempt fails (retryable) rather than leaving
+a job that claims to be dispatched but is not.
 """
 
 from __future__ import annotations

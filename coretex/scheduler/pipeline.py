@@ -1,11 +1,12 @@
 """The dispatch pipeline: a chain of small stages every job passes before it may run.
 
-    secret detection -> policy check (kernel) -> routing -> publish
+    secret detection -> policy check (kernel) -> routing (capabilities, profiles) -> backpressure
+    -> publish (concurrency limits, budgets, attempt; in the dispatcher)
 
 Each stage looks at a :class:`Dispatch` and either lets it through (returns ``None``, possibly
-after recording what it decided on it) or stops it with a :class:`Verdict` saying how the job
-ends and why. A new cross-cutting concern (secret detection, constraints, budgets, quotas) is a
-new stage in :func:`default_stages`, never an ``if`` in the scheduler.
+after recording what it decided on it) or stops it with a :class:`Verdict`: a terminal state, or
+SCHEDULED to hold the job (with a pending reason) and look again shortly. A new cross-cutting
+concern is a new stage in ``dispatcher.default_stages``, never an ``if`` in the scheduler.
 """
 
 from __future__ import annotations
