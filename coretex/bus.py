@@ -27,7 +27,7 @@ RESULT_TASK = "coretex.scheduler.apply_result"
 EXECUTE_TASK = "coretex.job.execute"
 """Pool queues: a dispatched ``BusPacket{job_request}`` is run by a pack worker."""
 TICK_TASK = "coretex.tick"
-"""Control queue, from beat: timers, leases, outbox and retention housekeeping."""
+"""Control queue, from beat: due timers (retries, deadlines, revokes), expired leases, artifact retention."""
 
 HARD_LIMIT_GRACE_S = 5
 """Seconds between Celery's soft time limit (an exception in the handler) and the hard kill."""
