@@ -4,7 +4,8 @@ The lifecycle is CAP's (spec section 4.3) plus APPROVAL_REQUIRED for jobs parked
 
     PENDING ─► SCHEDULED ─► DISPATCHED ─► RUNNING ─► SUCCEEDED | FAILED | TIMEOUT
        │           ├─► DENIED      └──────────► (any terminal)
-       │           └─► APPROVAL_REQUIRED ─► SCHEDULED | DENIED
+       │           ├─► APPROVAL_REQUIRED ─► SCHEDULED | DENIED
+       │           └─► SUCCEEDED   a dry run no worker may simulate: recorded, never sent
        └─► FAILED (no pool, bad input)
     DISPATCHED | RUNNING ─► SCHEDULED      a retry: a new attempt after a failure, timeout or lost worker
     any non-terminal ─► CANCELLED
@@ -40,7 +41,7 @@ TERMINAL_STATES = frozenset(
 _S = JobState
 _FORWARD: dict[JobState, frozenset[JobState]] = {
     _S.PENDING: frozenset({_S.SCHEDULED, _S.FAILED, _S.DENIED}),
-    _S.SCHEDULED: frozenset({_S.APPROVAL_REQUIRED, _S.DISPATCHED, _S.DENIED, _S.FAILED}),
+    _S.SCHEDULED: frozenset({_S.APPROVAL_REQUIRED, _S.DISPATCHED, _S.DENIED, _S.FAILED, _S.SUCCEEDED}),
     _S.APPROVAL_REQUIRED: frozenset({_S.SCHEDULED, _S.DENIED}),
     _S.DISPATCHED: frozenset({_S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.TIMEOUT, _S.SCHEDULED}),
     _S.RUNNING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.TIMEOUT, _S.SCHEDULED}),
@@ -115,6 +116,16 @@ class JobRecord:
     progress_message: str = ""
     pending_reason: str = ""
     """Why a job that has not ended is not running: ``<code>: <detail>`` (approval, backoff, backpressure)."""
+    run_id: str = ""
+    """The workflow run this job is a step of ("" for a job submitted on its own)."""
+    workflow_id: str = ""
+    step_id: str = ""
+    step_attempt: int = 0
+    """The run's attempt number of the step (the run retries steps; the job itself does not retry)."""
+    step_item: int = -1
+    """The ``for_each`` item this job handles (-1: none)."""
+    dry_run: int = 0
+    """1: a dry run; the job is dispatched only to a worker that declares dry-run support for its topic."""
 
     @property
     def terminal(self) -> bool:

@@ -33,12 +33,14 @@ from coretex.scheduler.packets import (
 from coretex.scheduler.pipeline import (
     Backpressure,
     Dispatch,
+    DryRunGate,
     PolicyCheck,
     Routing,
     SecretDetection,
     Stage,
     Verdict,
     run_stages,
+    would_dispatch,
 )
 from coretex.scheduler.retries import fail_attempt
 from coretex.scheduler.routing import sandbox_profile
@@ -61,6 +63,7 @@ def default_stages(services: Services) -> list[Stage]:
         PolicyCheck(services.kernel.check, lambda dispatch: is_approved(services, dispatch),
                     kernel_wait_s=services.settings.kernel_wait_s),
         Routing(services.router.route),
+        DryRunGate(lambda pool, topic: services.workers.simulates(pool, topic, time.time(), HEARTBEAT_INTERVAL_S)),
         Backpressure(
             depth=lambda pool: queue_depth(services.app, services.settings.pool_queue(pool)),
             pools=lambda: services.router.pools, now=time.time,
@@ -96,13 +99,16 @@ def publish(services: Services, dispatch: Dispatch, packet: buspacket_pb2.BusPac
     packet.job_request.env[TIMEOUT_ENV] = str(budget.timeout_s)
     _constraints_to_env(dispatch, packet.job_request.env)
     try:
-        services.jobs.transition(
+        moved = services.jobs.transition(
             record.job_id, JobState.DISPATCHED, note=f"attempt {attempt} sent to pool {dispatch.pool}",
             limits=_concurrency_limits(services, dispatch, limits), attempts=attempt, pool=dispatch.pool,
             timeout_s=budget.timeout_s, max_retries=budget.max_retries, pending_reason="", **dispatch.decision_fields(),
         )
     except ConcurrencyLimitError as exc:
         return _over_limit(services, dispatch, exc)
+    if not moved:  # a duplicate submit packet raced this one and already sent the attempt
+        log.info("job %s attempt %s already dispatched; not sending it twice", record.job_id, attempt)
+        return JobState.DISPATCHED
     if not services.workers.pool_alive(dispatch.pool, time.time(), HEARTBEAT_INTERVAL_S):
         services.jobs.note_pending(record.job_id, f"no_live_worker: no worker of pool {dispatch.pool} "
                                                   "sent a heartbeat recently; the job waits on its queue")
@@ -123,6 +129,9 @@ def stop_job(services: Services, dispatch: Dispatch, verdict: Verdict) -> JobSta
         return hold(services, dispatch, verdict)
     changes = {"note": verdict.error_code, "error_code": verdict.error_code, "error_message": verdict.error_message,
                **dispatch.decision_fields()}
+    if verdict.state is JobState.SUCCEEDED:  # a dry run recorded instead of sent
+        result = services.pointers.put_result(record.job_id, record.tenant_id, would_dispatch(dispatch))
+        changes.update(error_code="", error_message="", result_ptr=result.uri, pool=dispatch.pool)
     if verdict.state is JobState.APPROVAL_REQUIRED:
         park_for_approval(services, dispatch)
         changes.update(error_code="", error_message="",

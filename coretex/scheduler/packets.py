@@ -17,6 +17,14 @@ SANDBOX_ENV = "coretex.sandbox"
 REDACTION_LEVEL_ENV = "coretex.redaction_level"
 """JobRequest.env key: the least redaction the policy demands for what the job stores."""
 
+RUN_ENV = "coretex.run_id"
+"""JobRequest.env key: the workflow run a step's job belongs to (with ``coretex.step_id``)."""
+STEP_ENV = "coretex.step_id"
+DRY_RUN_LABEL = "dry_run"
+"""Label of a dry-run job (``"true"``): policy can match it, and it never places a job anywhere."""
+DRY_RUN_ENV = "coretex.dry_run"
+"""JobRequest.env key: ``1`` tells the worker to simulate, with no external side effects."""
+
 _ACTOR_TYPES = {
     "human": job_pb2.ACTOR_TYPE_HUMAN,
     "service": job_pb2.ACTOR_TYPE_SERVICE,
@@ -68,8 +76,14 @@ def job_request_packet(record: JobRecord, *, sender_id: str) -> buspacket_pb2.Bu
         tenant_id=record.tenant_id,
         principal_id=record.meta.actor_id,
         meta=meta_message(record.meta),
+        workflow_id=record.workflow_id,
     )
     request.labels.update(record.meta.labels)
+    if record.run_id:
+        request.env[RUN_ENV] = record.run_id
+        request.env[STEP_ENV] = record.step_id
+    if record.dry_run:
+        request.env[DRY_RUN_ENV] = "1"
     return new_packet(sender_id=sender_id, trace_id=record.trace_id, job_request=request)
 
 

@@ -198,6 +198,32 @@ class Backpressure:
         return Verdict(JobState.SCHEDULED, "pool_overloaded", message, dead_letter=False)
 
 
+class DryRunGate:
+    """A dry-run job goes only to a pool with a live worker that declared dry-run support for its
+    topic; any other dry-run job ends SUCCEEDED without being sent, its output the dispatch it
+    would have made (kernel decision and pool included). Policy has already seen it by now."""
+
+    name = "dry_run"
+
+    def __init__(self, simulates: Callable[[str, str], bool]) -> None:
+        self._simulates = simulates
+
+    def __call__(self, dispatch: Dispatch) -> Verdict | None:
+        if not dispatch.record.dry_run or self._simulates(dispatch.pool, dispatch.request.topic):
+            return None
+        return Verdict(JobState.SUCCEEDED, "dry_run",
+                       f"dry run: would dispatch {dispatch.request.topic} to pool {dispatch.pool}; no worker there "
+                       "declares dry-run support, so none was called", dead_letter=False)
+
+
+def would_dispatch(dispatch: Dispatch) -> dict[str, Any]:
+    """The output of a dry-run job that was not sent: what would have happened."""
+    return {"dry_run": True, "would_dispatch": {
+        "topic": dispatch.request.topic, "pool": dispatch.pool, "decision": dispatch.decision,
+        "rule_id": dispatch.rule_id, "reason": dispatch.reason, "policy_snapshot": dispatch.policy_snapshot,
+    }}
+
+
 def run_stages(stages: Sequence[Stage], dispatch: Dispatch) -> Verdict | None:
     for stage in stages:
         verdict = stage(dispatch)

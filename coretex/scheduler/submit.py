@@ -16,7 +16,7 @@ from coretex.bus import DISPATCH_TASK, send_packet
 from coretex.errors import CoretexError, StoreError
 from coretex.model.canonical import canonical_json
 from coretex.model.job import JobMeta, JobRecord, JobState
-from coretex.scheduler.packets import job_request_packet
+from coretex.scheduler.packets import DRY_RUN_LABEL, job_request_packet
 from coretex.services import Services
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,21 @@ class SubmitRequest:
     """This job's retries instead of its topic's (the policy may still lower it)."""
     timeout_seconds: int | None = None
     """This job's attempt deadline instead of its topic's (the policy may still lower it)."""
+    job_id: str = ""
+    """A caller-derived id (a workflow step's attempt); submitting it again returns the first job."""
+    trace_id: str = ""
+    step: StepRef | None = None
+    """The workflow run step this job is an attempt of."""
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class StepRef:
+    run_id: str
+    workflow_id: str
+    step_id: str
+    attempt: int
+    item: int = -1
 
 
 @dataclass(frozen=True)
@@ -50,14 +65,18 @@ class InputTooLargeError(CoretexError):
 
 def submit_job(services: Services, request: SubmitRequest) -> SubmitReceipt:
     _check_input_size(services, request)
-    job_id = str(uuid.uuid4())
-    trace_id = uuid.uuid4().hex
+    job_id = request.job_id or str(uuid.uuid4())
+    trace_id = request.trace_id or uuid.uuid4().hex
     tenant = request.meta.tenant_id
     idem_key = request.idempotency_key or request.meta.idempotency_key
     if idem_key and (owner := services.jobs.idempotent_owner(tenant, idem_key)):
         return _duplicate(services, owner)  # fast path: no input written for a known duplicate
     context = services.pointers.put_context(job_id, tenant, request.input)
     now = time.time()
+    step = request.step or StepRef("", "", "", 0)
+    meta = replace(request.meta, idempotency_key=idem_key)
+    if request.dry_run:
+        meta = replace(meta, labels={**meta.labels, DRY_RUN_LABEL: "true"})
     record = JobRecord(
         job_id=job_id,
         topic=request.topic,
@@ -67,9 +86,11 @@ def submit_job(services: Services, request: SubmitRequest) -> SubmitReceipt:
         context_ptr=context.uri,
         created_at=now,
         updated_at=now,
-        meta=replace(request.meta, idempotency_key=idem_key),
+        meta=meta,
         requested_retries=-1 if request.max_retries is None else request.max_retries,
         requested_timeout_s=request.timeout_seconds or 0,
+        run_id=step.run_id, workflow_id=step.workflow_id, step_id=step.step_id, step_attempt=step.attempt,
+        step_item=step.item, dry_run=int(request.dry_run),
     )
     owner, created = services.jobs.create(record, idempotency_key=idem_key,
                                           window_s=services.settings.idempotency_window_s)
@@ -84,6 +105,13 @@ def submit_job(services: Services, request: SubmitRequest) -> SubmitReceipt:
                                  error_code="broker_unavailable", error_message=str(exc))
         raise StoreError(f"could not hand job {job_id} to the scheduler: {exc}") from exc
     return SubmitReceipt(job_id, trace_id, created=True)
+
+
+def resend_submit(services: Services, record: JobRecord) -> None:
+    """Hand a PENDING or SCHEDULED job to the scheduler again: its submit packet was lost (the
+    control worker died holding it). Dispatch is idempotent, so a duplicate changes nothing."""
+    packet = job_request_packet(record, sender_id=services.settings.sender_id)
+    send_packet(services.app, DISPATCH_TASK, packet, queue=services.settings.control_queue)
 
 
 def _check_input_size(services: Services, request: SubmitRequest) -> None:

@@ -11,6 +11,7 @@ from celery import Celery
 
 from coretex.bus import DISPATCH_TASK, RESULT_TASK, TICK_TASK, parse_result_task_id, register_task
 from coretex.errors import EnvelopeError, NotFoundError
+from coretex.model.job import TERMINAL_STATES, JobState
 from coretex.protocol.envelope import decode_packet
 from coretex.scheduler.cancel import REVOKE, fire_revoke
 from coretex.scheduler.dispatcher import dispatch_job
@@ -24,8 +25,26 @@ log = logging.getLogger(__name__)
 TIMER_ACTIONS = {RETRY: fire_retry, DEADLINE: fire_deadline, REVOKE: fire_revoke}
 
 
-def register_control_tasks(app: Celery, services: Callable[[], Services]) -> None:
-    """Register the control tasks on ``app``; ``services()`` returns this process's Services."""
+JobListener = Callable[[Services, str], None]
+"""Called with a job id after the control plane may have moved that job (the workflow engine)."""
+TickHook = Callable[[Services, float], None]
+
+
+def register_control_tasks(app: Celery, services: Callable[[], Services], *,
+                           job_listener: JobListener | None = None, tick_hook: TickHook | None = None) -> None:
+    """Register the control tasks on ``app``; ``services()`` returns this process's Services.
+
+    ``job_listener`` hears of every job a control task may have ended or parked, and ``tick_hook``
+    runs in every tick: the workflow engine plugs in here without the scheduler knowing it.
+    """
+
+    def changed(job_id: str) -> None:
+        if job_listener is None:
+            return
+        try:
+            job_listener(services(), job_id)
+        except Exception:  # the job's own change is done; the tick reconciles the run later
+            log.exception("job %s: listener failed", job_id)
 
     def dispatch(data: bytes) -> None:
         try:
@@ -35,9 +54,12 @@ def register_control_tasks(app: Celery, services: Callable[[], Services]) -> Non
             services().dlq.quarantine(DISPATCH_TASK, str(exc), data)
             return
         try:
-            dispatch_job(services(), packet)
+            state = dispatch_job(services(), packet)
         except NotFoundError:
             log.error("submit packet for unknown job %s dropped", packet.job_request.job_id)
+            return
+        if state in TERMINAL_STATES or state is JobState.APPROVAL_REQUIRED:
+            changed(packet.job_request.job_id)
 
     def result(task: Any, data: bytes) -> None:
         try:
@@ -48,6 +70,7 @@ def register_control_tasks(app: Celery, services: Callable[[], Services]) -> Non
             return
         attempt, retryable = parse_result_task_id(task.request.id)
         apply_result(services(), packet.job_result, attempt, retryable)
+        changed(packet.job_result.job_id)  # also when the worker already wrote its success through
 
     def tick() -> None:
         """Beat's housekeeping: due timers (retries, deadlines), expired leases, artifact retention."""
@@ -56,8 +79,15 @@ def register_control_tasks(app: Celery, services: Callable[[], Services]) -> Non
         svc.redis.set(f"{svc.settings.namespace}:beat:last_tick", repr(now), ex=60)
         for timer in svc.timers.pop_due(now):
             TIMER_ACTIONS[timer.kind](svc, timer)
+            changed(timer.job_id)
         for lease in svc.leases.pop_expired(now):
             reap_lease(svc, lease.job_id, lease.attempt)
+            changed(lease.job_id)
+        if tick_hook is not None:
+            try:
+                tick_hook(svc, now)
+            except Exception:
+                log.exception("tick hook failed")
         swept = svc.artifacts.sweep(now)
         if swept:
             log.info("retention sweep removed %s expired artifacts", swept)

@@ -41,6 +41,8 @@ class JobContext:
     renew_lease: Callable[[], None] | None = field(default=None, repr=False)
     cancelled: threading.Event = field(default_factory=threading.Event)
     """Set within one heartbeat of a cancel; long handlers check it (or call ``raise_if_cancelled``)."""
+    dry_run: bool = False
+    """A dry run: simulate and report what would be done, with no external side effects."""
 
     def progress(self, percent: int, message: str = "") -> None:
         """Report how far the job got (0-100); shown on the job and sent as a CAP JobProgress."""

@@ -12,7 +12,7 @@ from coretex.errors import CoretexError
 from coretex.protocol.envelope import new_packet
 from coretex.sdk._worker import Worker
 from coretex.services import Services
-from coretex.store.workers import HEARTBEAT_INTERVAL_S
+from coretex.store.workers import DRY_RUN_CAPABILITY, HEARTBEAT_INTERVAL_S
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def heartbeat_packet(services: Services, worker: Worker, concurrency: int) -> he
         type="cpu",
         cpu_load=min(load, 100.0),
         active_jobs=services.workers.active_jobs(worker.worker_id),
-        capabilities=list(worker.capabilities),
+        capabilities=[*worker.capabilities, *(f"{DRY_RUN_CAPABILITY}{t}" for t in sorted(worker.dry_run_topics))],
         pool=worker.pool,
         max_parallel_jobs=concurrency,
     )

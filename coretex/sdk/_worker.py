@@ -23,6 +23,7 @@ from coretex.protocol.envelope import encode_packet, new_packet
 from coretex.scheduler.cancel import cancel_requested
 from coretex.scheduler.packets import (
     ATTEMPT_ENV,
+    DRY_RUN_ENV,
     MAX_ARTIFACT_BYTES_ENV,
     REDACTION_LEVEL_ENV,
     SANDBOX_ENV,
@@ -78,14 +79,21 @@ class Worker:
         a job whose policy demands a stricter one is refused, never run."""
         self.worker_id = worker_id or f"{pool}@{socket.gethostname()}-{os.getpid()}"
         self.handlers: dict[str, Handler] = {}
+        self.dry_run_topics: set[str] = set()
 
-    def handler(self, topic: str) -> Callable[[Handler], Handler]:
-        """Register the decorated function as the handler of ``topic``."""
+    def handler(self, topic: str, *, dry_run: bool = False) -> Callable[[Handler], Handler]:
+        """Register the decorated function as the handler of ``topic``.
+
+        ``dry_run=True`` declares that the handler honours ``job.dry_run`` (simulates, with no
+        external side effects); only then does a dry run's job of ``topic`` reach it.
+        """
 
         def register(func: Handler) -> Handler:
             if topic in self.handlers:
                 raise ValueError(f"topic {topic!r} already has a handler on pool {self.pool!r}")
             self.handlers[topic] = func
+            if dry_run:
+                self.dry_run_topics.add(topic)
             return func
 
         return register
@@ -147,6 +155,12 @@ class Worker:
             result.error_message = (f"worker {self.worker_id} runs {sandbox_profile(self.profile)}; "
                                     f"the policy demands {demanded}")
             return _Outcome(result, retryable=False)
+        dry_run = request.env.get(DRY_RUN_ENV) == "1"
+        if dry_run and request.topic not in self.dry_run_topics:
+            result.status = job_pb2.JOB_STATUS_FAILED
+            result.error_code = "dry_run_unsupported"
+            result.error_message = f"the handler of {request.topic!r} does not declare dry-run support; not called"
+            return _Outcome(result, retryable=False)
         tenant = request.tenant_id or request.meta.tenant_id
         try:
             job = JobContext(
@@ -162,6 +176,7 @@ class Worker:
                 cancelled=cancelled,
                 report_progress=_progress_reporter(services, request.job_id, trace_id, self.worker_id),
                 renew_lease=heartbeat.renew,
+                dry_run=dry_run,
             )
             output = handler(job)
             pointer = services.pointers.put_result(request.job_id, tenant, output)

@@ -48,6 +48,10 @@ class TimerStore:
         with redis_errors(f"cancel {kind} timer of job {job_id}"):
             self._r.zrem(self._key, f"{kind}:{job_id}:{attempt}")
 
+    def is_scheduled(self, kind: str, job_id: str, attempt: int) -> bool:
+        with redis_errors(f"read {kind} timer of job {job_id}"):
+            return self._r.zscore(self._key, f"{kind}:{job_id}:{attempt}") is not None
+
     def pop_due(self, now: float, limit: int = 500) -> list[Timer]:
         with redis_errors("pop due timers"):
             flat = cast(list[str], self._pop(keys=[self._key], args=[repr(now), limit]))

@@ -22,6 +22,8 @@ from coretex.settings import Settings
 from coretex.store._redis import redis_errors
 
 MISSED_BEATS = 3
+DRY_RUN_CAPABILITY = "dry-run:"
+"""Heartbeat capability prefix: ``dry-run:<topic>`` = this worker simulates ``topic`` in dry runs."""
 HEARTBEAT_INTERVAL_S = 5.0
 """CAP's recommended 2-5 s; three missed beats and a worker counts as gone."""
 
@@ -47,6 +49,25 @@ class WorkerRegistry:
         with redis_errors(f"check workers of pool {pool}"):
             count = self._r.zcount(f"{self._ns}:workers:pool:{pool}", now - interval_s * MISSED_BEATS, "+inf")
         return int(count) > 0
+
+    def simulates(self, pool: str, topic: str, now: float, interval_s: float) -> bool:
+        """Whether a live worker of ``pool`` declares dry-run support for ``topic`` (capability
+        ``dry-run:<topic>`` in its heartbeat)."""
+        with redis_errors(f"check dry-run support of pool {pool}"):
+            ids = cast(list[str], self._r.zrangebyscore(f"{self._ns}:workers:pool:{pool}",
+                                                        now - interval_s * MISSED_BEATS, "+inf"))
+            raw = self._r.mget([f"{self._ns}:worker:{i}" for i in ids]) if ids else []
+        wanted = f"{DRY_RUN_CAPABILITY}{topic}"
+        for data in raw:
+            if data is None:
+                continue
+            try:
+                beat = decode_packet(base64.b64decode(data), expect="heartbeat")
+            except (EnvelopeError, ValueError):
+                continue
+            if wanted in beat.heartbeat.capabilities:
+                return True
+        return False
 
     def active_jobs(self, worker_id: str) -> int:
         with redis_errors("read active jobs"):

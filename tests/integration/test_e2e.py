@@ -194,7 +194,7 @@ def test_kernel_unreachable_holds_the_job_then_denies_it_never_runs_it(
 ) -> None:
     dead_kernel = f"127.0.0.1:{free_port()}"  # nothing listens here
     env = _env(redis_server, "nokernel" + uuid.uuid4().hex[:8], dead_kernel, REPO / "config")
-    env["CORETEX_KERNEL_WAIT_S"] = "3"
+    env["CORETEX_KERNEL_WAIT_S"] = "8"
     processes = ProcessStack(env, tmp_path / "logs", cwd=REPO)
     processes.start("control", "control", "-c", "1")
     processes.start("beat", "beat", "--schedule-file", str(tmp_path / "beat-schedule"))

@@ -10,7 +10,11 @@
 -- ARGV[5]  now (seconds since epoch, as a string)
 -- ARGV[6]  history MAXLEN
 --
--- Returns {"created", job_id} or {"duplicate", existing_job_id}.
+-- Returns {"created", job_id} or {"duplicate", existing_job_id}: a job id is created once (a
+-- workflow derives its jobs' ids, so a replayed dispatch finds the job it already created).
+if redis.call("EXISTS", KEYS[1]) == 1 then
+  return {"duplicate", ARGV[1]}
+end
 if KEYS[3] ~= "" then
   local owner = redis.call("GET", KEYS[3])
   if owner then
