@@ -32,6 +32,14 @@ class ProcessServices:
         return self._services
 
 
+def _tell_engine(services: Services, job_id: str) -> None:
+    services.engine.job_changed(job_id)
+
+
+def _engine_tick(services: Services, now: float) -> None:
+    services.engine.tick(now)
+
+
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or load_settings()
     register_serializer()
@@ -39,7 +47,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     celery.conf.update(celeryconfig.from_settings(settings))
     services = ProcessServices(settings, celery)
     celery.coretex_services = services  # one per process, for its own threads
-    register_control_tasks(celery, services)
+    register_control_tasks(celery, services, job_listener=_tell_engine, tick_hook=_engine_tick)
     register_execute_task(celery, services)
     return celery
 

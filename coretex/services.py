@@ -21,11 +21,14 @@ from coretex.store import DLQStore, JobStore, PointerStore, connect
 from coretex.store.approvals import ApprovalStore
 from coretex.store.artifacts import ArtifactStore
 from coretex.store.leases import LeaseStore
+from coretex.store.schemas import SchemaStore
 from coretex.store.timers import TimerStore
 from coretex.store.workers import WorkerRegistry
 
 if TYPE_CHECKING:
     from celery import Celery
+
+    from coretex.engine.engine import Engine
 
 
 class Services:
@@ -78,6 +81,17 @@ class Services:
     def artifacts(self) -> ArtifactStore:
         return ArtifactStore(self.redis, self.settings, self.settings.artifacts,
                              retention_ttls=lambda: self.live_config.section("retention"))
+
+    @cached_property
+    def schemas(self) -> SchemaStore:
+        return SchemaStore(self.redis, self.settings)
+
+    @cached_property
+    def engine(self) -> Engine:
+        """The workflow engine (built on first use: job-only processes never load it)."""
+        from coretex.engine.engine import Engine
+
+        return Engine(self)
 
     @cached_property
     def kernel(self) -> KernelClient:

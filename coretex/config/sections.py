@@ -53,6 +53,7 @@ LIMITS_SCHEMA: dict[str, Any] = {
         "max_concurrent_jobs": _POSITIVE_INT,
         "max_concurrent_jobs_per_actor": _POSITIVE_INT,
         "max_input_bytes": _POSITIVE_INT,
+        "max_concurrent_runs": _POSITIVE_INT,
     },
 }
 """Admission limits; a tenant override of this section gives that tenant its own limits."""
