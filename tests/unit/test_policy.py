@@ -400,8 +400,9 @@ def test_duplicate_rule_ids_across_bundles_are_rejected() -> None:
 def test_parsed_bundle_is_frozen_and_complete() -> None:
     bundle = parse_bundle("base.yaml", BASE_YAML.read_text())
     assert (bundle.version, bundle.default_decision) == (1, DecisionKind.DENY)
-    assert [r.id for r in bundle.rules] == ["allow-platform-jobs", "deny-destructive"]
-    assert bundle.rules[1].match.topics == ("job.danger.*", "job.*.delete")
+    assert [r.id for r in bundle.rules] == ["allow-platform-jobs", "allow-workflow-runs", "deny-destructive"]
+    assert bundle.rules[1].match.topics == ("workflow.*",)
+    assert bundle.rules[2].match.topics == ("job.danger.*", "job.*.delete")
     with pytest.raises(AttributeError):
         bundle.rules[0].reason = "changed"  # type: ignore[misc]
 

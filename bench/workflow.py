@@ -1,0 +1,156 @@
+"""Governed workflow runs vs raw Celery canvas, in one run on the same redis-server.
+
+Linear: a 10-step workflow of no-op worker steps (each step a governed job: kernel check,
+routing, CAP packet, SDK handler, result pointer, one atomic run commit per transition) vs a raw
+Celery ``chain`` of 10 no-op tasks. Fan-out: one ``for_each`` step over 100 items vs a raw Celery
+``group`` of 100 no-op tasks. Wall time from start to the end of the run (raw: ``.get()``), median
+of several repetitions. Both sides use worker concurrency 2 (the control worker also has 2).
+Absolute times on shared 2-core machines are noise: read the ratios.
+
+    python bench/workflow.py [--repeat 7] [--check]
+
+Targets (issue #5): linear <= 3x the chain's wall time; fan-out <= 3x the group's.
+``--check`` exits 1 when a target is missed. The last line is a one-line summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, cast
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from coretex.processes import free_port, spawn_group, stop_group, wait_for_port  # noqa: E402
+from coretex.services import Services  # noqa: E402
+from coretex.settings import load_settings  # noqa: E402
+from coretex.testing import ProcessStack, RedisServer  # noqa: E402
+
+TENANT = "bench"
+ENDED = {"succeeded", "failed", "cancelled", "timed_out"}
+LINEAR = {"id": "bench-linear", "steps": [
+    {"id": f"s{i}", "type": "worker", "topic": "job.echo", "input": {"i": i},
+     **({"depends_on": [f"s{i - 1}"]} if i else {})} for i in range(10)]}
+FAN_OUT = {"id": "bench-fan-out", "steps": [
+    {"id": "each", "type": "worker", "topic": "job.echo", "for_each": "input.items", "input": {"i": "${item}"}}]}
+
+
+def wait_run(services: Services, run_id: str, timeout: float = 120.0) -> str:
+    """Block on the run's timeline stream (XREAD) until the run ends; return its status."""
+    key = f"{services.settings.namespace}:run:{run_id}:timeline"
+    last = "0-0"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reply = cast(Any, services.redis.xread({key: last}, block=1000, count=100))
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                last = entry_id
+                if fields.get("type") == "run_status" and fields.get("to") in ENDED:
+                    return str(fields["to"])
+    raise TimeoutError(f"run {run_id} did not finish")
+
+
+def governed(services: Services, workflow_id: str, input: Any, repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run_id = services.engine.start(TENANT, workflow_id, input, started_by="bench", actor_type="service").run_id
+        status = wait_run(services, run_id)
+        times.append(time.perf_counter() - start)
+        assert status == "succeeded", status
+    return times
+
+
+def raw_chain(repeat: int) -> list[float]:
+    from celery import chain
+
+    from bench._raw_app import noop_task
+
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        chain(noop_task.si() for _ in range(10)).apply_async().get(timeout=60)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def raw_group(repeat: int) -> list[float]:
+    from celery import group
+
+    from bench._raw_app import noop_task
+
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        group(noop_task.si() for _ in range(100)).apply_async().get(timeout=120)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+
+    with RedisServer() as redis_server, tempfile.TemporaryDirectory(prefix="coretex-bench-") as tmp:
+        namespace = "wfbench" + uuid.uuid4().hex[:6]
+        kernel_addr = f"127.0.0.1:{free_port()}"
+        env = {
+            "CORETEX_REDIS_URL": redis_server.url,
+            "CORETEX_NAMESPACE": namespace,
+            "CORETEX_KERNEL_ADDR": kernel_addr,
+            "CORETEX_CONFIG_DIR": str(REPO / "config"),
+            "CORETEX_POLICIES_DIR": str(REPO / "policies"),
+        }
+        stack = ProcessStack(env, Path(tmp) / "logs", cwd=REPO)
+        raw_env = {**stack.env, "BENCH_REDIS_URL": redis_server.url, "BENCH_RAW_QUEUE": namespace + ".raw"}
+        raw_worker = spawn_group(
+            [sys.executable, "-m", "celery", "-A", "bench._raw_app", "worker", "-c", "2", "-Q",
+             namespace + ".raw", "--loglevel", "WARNING"],
+            env=raw_env, log_path=Path(tmp) / "logs" / "raw.log", cwd=REPO,
+        )
+        os.environ.update({"BENCH_REDIS_URL": redis_server.url, "BENCH_RAW_QUEUE": namespace + ".raw"})
+        services = Services(load_settings(stack.env))
+        try:
+            stack.start("kernel", "kernel", "--listen", kernel_addr)
+            stack.start("control", "control", "-c", "2", "--log-level", "warning")
+            stack.start("beat", "beat", "--schedule-file", str(Path(tmp) / "beat-schedule"), "--log-level", "warning")
+            stack.start("echo", "worker", "--pool", "echo", "--app", "examples.echo.worker:worker", "-c", "2",
+                        "--log-level", "warning")
+            wait_for_port("127.0.0.1", int(kernel_addr.split(":")[1]), timeout=30)
+            linear_id = services.engine.save_workflow(TENANT, LINEAR, "bench").id
+            fan_id = services.engine.save_workflow(TENANT, FAN_OUT, "bench").id
+            items = {"items": list(range(100))}
+            raw_chain(2), raw_group(1), governed(services, linear_id, {}, 2), governed(services, fan_id, items, 1)
+            chain_t, group_t = raw_chain(args.repeat), raw_group(args.repeat)
+            linear_t = governed(services, linear_id, {}, args.repeat)
+            fan_t = governed(services, fan_id, items, args.repeat)
+        finally:
+            stack.stop_all()
+            stop_group(raw_worker.pid)
+            services.close()
+
+    chain_m, group_m = statistics.median(chain_t), statistics.median(group_t)
+    linear_m, fan_m = statistics.median(linear_t), statistics.median(fan_t)
+    linear_ratio, fan_ratio = linear_m / chain_m, fan_m / group_m
+    print(f"raw chain of 10      median {chain_m * 1000:8.1f} ms")
+    print(f"workflow, 10 steps   median {linear_m * 1000:8.1f} ms   {linear_ratio:.2f}x the chain")
+    print(f"raw group of 100     median {group_m * 1000:8.1f} ms")
+    print(f"workflow, fan-out 100 median {fan_m * 1000:7.1f} ms   {fan_ratio:.2f}x the group")
+    ok = linear_ratio <= 3.0 and fan_ratio <= 3.0
+    print(f"workflow: linear {linear_m * 1000:.0f} ms = {linear_ratio:.2f}x chain {chain_m * 1000:.0f} ms "
+          f"(target <= 3.00), fan-out {fan_m * 1000:.0f} ms = {fan_ratio:.2f}x group {group_m * 1000:.0f} ms "
+          f"(target <= 3.00) -> {'PASS' if ok else 'MISS'}")
+    return 1 if args.check and not ok else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
