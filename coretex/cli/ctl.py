@@ -86,7 +86,7 @@ def _emit(opts: Options, data: Any, table: Table | None = None) -> None:
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_context
 def main(ctx: click.Context, gateway: str | None, api_key: str | None, output: str) -> None:
-    """Operate Coretex: jobs, dead letters, approvals, status; policy and audit tools."""
+    """Operate Coretex: jobs, workflows and runs, dead letters, approvals, status; policy and audit tools."""
     local = gateway_base(Path(".coretex"))
     base = gateway or (local[0] if local else "http://127.0.0.1:8080")
     key = api_key or (local[1] if local else "")
@@ -290,7 +290,16 @@ def _attach_policy_and_audit() -> None:
     main.add_command(audit)
 
 
+def _attach_workflows_and_runs() -> None:
+    """``coretexctl workflows ...`` and ``coretexctl runs ...`` (through the gateway, like jobs)."""
+    from coretex.cli.workflow_cmds import runs, workflows
+
+    main.add_command(workflows)
+    main.add_command(runs)
+
+
 _attach_policy_and_audit()
+_attach_workflows_and_runs()
 
 
 if __name__ == "__main__":

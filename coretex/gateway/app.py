@@ -11,7 +11,17 @@ from coretex.gateway.api import CoretexApi
 from coretex.gateway.auth import KeyRing, authenticate
 from coretex.gateway.context import install_services
 from coretex.gateway.problems import Problem
-from coretex.gateway.resources import approvals, dlq, jobs, policy, system, workers
+from coretex.gateway.resources import (
+    approvals,
+    dlq,
+    jobs,
+    policy,
+    runs,
+    schema_registry,
+    system,
+    workers,
+    workflows,
+)
 from coretex.services import Services
 from coretex.settings import Settings, load_settings
 
@@ -39,6 +49,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     api.register_blueprint(dlq.blp)
     api.register_blueprint(workers.blp)
     api.register_blueprint(policy.blp)
+    api.register_blueprint(workflows.blp)
+    api.register_blueprint(runs.blp)
+    api.register_blueprint(schema_registry.blp)
     return app
 
 

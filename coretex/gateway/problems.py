@@ -14,6 +14,16 @@ Three sources feed :func:`problem_response`:
 - werkzeug's ``HTTPException`` (404/405/413 from routing and Flask, 400/422 from webargs);
 - :class:`~coretex.errors.CoretexError` from core services, mapped by :func:`problem_from_coretex`.
 
+``errors`` keys are dotted field paths for the request's own shape (``meta.tenant_id``) and
+RFC 6901 pointers where a document was checked as a whole: a workflow document
+(``/steps/1/topic``), a run's input against its JSON Schema (``/input/name``), a schema being
+registered (``/properties/a/type``). ``_schema`` names the whole body.
+
+Workflow-engine errors: an invalid workflow or a schema violation is 422 with every problem in
+``errors``; a run start the kernel refuses is 403 (``run_denied``); an approval this approver may
+not give (role, separation of duties, decided already) is 403 (``approval_refused``) with the
+reason; the tenant's maximum of concurrent runs is 429 (``run_limit``).
+
 Anything else is a 500 whose detail never carries the exception text (Flask logs it).
 """
 
@@ -21,13 +31,15 @@ from __future__ import annotations
 
 import http
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import marshmallow as ma
 from flask import Response, current_app, json
 from werkzeug.exceptions import HTTPException
 
+from coretex.engine.errors import ApprovalRefusedError as StepApprovalRefusedError
+from coretex.engine.errors import RunRefusedError
 from coretex.errors import (
     ConfigError,
     CoretexError,
@@ -37,9 +49,18 @@ from coretex.errors import (
     RoutingError,
     StoreError,
 )
+from coretex.model.schema import (
+    InvalidSchemaIdError,
+    SchemaInvalidError,
+    SchemaTooLargeError,
+    SchemaViolationError,
+)
 from coretex.scheduler.approvals import ApprovalRefusedError, ApprovalStaleError
 from coretex.scheduler.submit import InputTooLargeError
 from coretex.store.approvals import ApprovalAlreadyDecidedError
+from coretex.store.runs import RunLimitError
+from coretex.store.schemas import SchemaInUseError, SchemaLimitError
+from coretex.workflow.definition import WorkflowInvalidError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +82,8 @@ class ProblemSchema(ma.Schema):
     errors = ma.fields.Dict(
         keys=ma.fields.String(),
         values=ma.fields.List(ma.fields.String()),
-        metadata={"description": "Validation problems only: dotted field path -> messages"},
+        metadata={"description": "Validation problems only: dotted field path, or RFC 6901 pointer into a "
+                                 "checked document (workflow, run input, schema), -> messages"},
     )
 
 
@@ -90,6 +112,12 @@ def error_ref(status: int) -> str:
     return http.HTTPStatus(status).name
 
 
+def problem_doc(description: str) -> dict[str, Any]:
+    """``alt_response`` arguments documenting a problem answer with its own description
+    (``response=error_ref(status)`` documents the status alone: a ``$ref`` cannot carry one)."""
+    return {"schema": ProblemSchema, "content_type": PROBLEM_CONTENT_TYPE, "description": description}
+
+
 def problem_response(problem: Problem) -> Response:
     body: dict[str, Any] = {
         "type": problem.type,
@@ -106,12 +134,22 @@ def problem_response(problem: Problem) -> Response:
 
 # ---- mapping ------------------------------------------------------------------------------
 _CORETEX_STATUS: tuple[tuple[type[CoretexError], int], ...] = (
+    (RunLimitError, 429),  # a StoreError, but the tenant's own doing: not an outage
+    (SchemaLimitError, 409),
+    (SchemaInUseError, 409),
     (NotFoundError, 404),
     (IllegalTransitionError, 409),
     (ApprovalAlreadyDecidedError, 409),
     (ApprovalStaleError, 409),
     (ApprovalRefusedError, 403),
+    (StepApprovalRefusedError, 403),
+    (RunRefusedError, 403),
     (InputTooLargeError, 413),
+    (SchemaTooLargeError, 413),
+    (InvalidSchemaIdError, 422),
+    (SchemaInvalidError, 422),  # ConfigErrors about the request's schema, not our configuration
+    (WorkflowInvalidError, 422),
+    (SchemaViolationError, 422),
     (StoreError, 503),
     (KernelUnavailableError, 503),
     (RoutingError, 422),
@@ -131,7 +169,31 @@ def problem_from_coretex(exc: CoretexError) -> Problem:
     elif status >= 500:
         log.error("%s answered %d: %s", type(exc).__name__, status, exc, exc_info=exc)
     detail = _PUBLIC_DETAIL.get(status, str(exc))
-    return Problem(status, detail, code=exc.code)
+    return Problem(status, detail, code=exc.code, errors=_document_errors(exc))
+
+
+def _document_errors(exc: CoretexError) -> dict[str, list[str]] | None:
+    """Every problem of a checked document, by RFC 6901 pointer (``_schema`` for the whole of it)."""
+    if isinstance(exc, WorkflowInvalidError):
+        return _by_pointer((p.path, p.message) for p in exc.problems)
+    if isinstance(exc, SchemaViolationError):
+        return violation_errors(exc)
+    if isinstance(exc, SchemaInvalidError) and not isinstance(exc, SchemaTooLargeError):
+        found = [(v.pointer, v.message) for v in exc.problems] or [(exc.path, str(exc))]
+        return _by_pointer(found)
+    return None
+
+
+def violation_errors(exc: SchemaViolationError, prefix: str = "") -> dict[str, list[str]]:
+    """``errors`` of a schema violation; ``prefix`` is where the checked document sits in the body."""
+    return _by_pointer((prefix + v.pointer, v.message) for v in exc.violations)
+
+
+def _by_pointer(problems: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for pointer, message in problems:
+        out.setdefault(pointer or SCHEMA_ERRORS_KEY, []).append(message)
+    return out
 
 
 def problem_from_http(exc: HTTPException) -> Problem:

@@ -89,7 +89,8 @@ class RunStore:
             status, value = self._create(
                 keys=[self._key(run_id), self._idem_key(tenant, idempotency_key) if idempotency_key else "",
                       f"{self._ns}:runs:active", f"{self._ns}:runs:active:{tenant}", f"{self._ns}:runs:{tenant}"],
-                args=[run_id, json.dumps(doc), tenant, repr(time.time()), window_s, max_concurrent],
+                args=[run_id, json.dumps(doc), tenant, repr(doc.get("created_at") or time.time()), window_s,
+                      max_concurrent],
             )
         if status == "limit":
             raise RunLimitError(f"tenant {tenant} already has {value} runs going (limit {max_concurrent})")

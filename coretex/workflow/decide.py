@@ -140,6 +140,8 @@ class _Decision:
     def set_step(self, step_id: str, status: StepStatus, **changes: Any) -> None:
         state = self.run.steps[step_id]
         previous = state.status
+        if previous is not status and "reason" not in changes:
+            state.reason = ""  # a reason describes one status (waiting, skipped ...), never the next
         for name, value in changes.items():
             setattr(state, name, value)
         if status in STEP_ACTIVE and not state.started_at:

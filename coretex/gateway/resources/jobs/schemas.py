@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from coretex.gateway.validators import storable_json as _storable_json
 from coretex.model.job import JobState
 
 TOPIC_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,199}$"
 MAX_TEXT = 256
 MAX_ITEMS = 64
-
-
-def _storable_json(value: Any) -> None:
-    """Refuse what Python's parser lets through but JSON/UTF-8 storage cannot hold."""
-    try:
-        json.dumps(value, allow_nan=False, ensure_ascii=False).encode()
-    except ValueError as exc:  # NaN/Infinity; UnicodeEncodeError (lone surrogates) is a ValueError
-        raise ma.ValidationError("must be plain JSON in valid Unicode (no NaN, Infinity or lone surrogates)") from exc
 
 
 def _max_entries(value: dict[str, str]) -> None:
