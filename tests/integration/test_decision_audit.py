@@ -257,6 +257,73 @@ def test_concurrent_writers_keep_one_chain(settings: Settings) -> None:
         conn.close()
 
 
+def test_one_log_shared_by_many_threads_writes_each_decision_once(audit_log: DecisionAuditLog) -> None:
+    """Group commit inside one process (as a kernel's RPC threads share its log): every caller gets its
+    own record back, batches chain to each other, and nobody waits for a later batch than its own."""
+    per_thread, threads = 25, 8
+    returned: dict[str, str] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads)
+
+    def writer(n: int) -> None:
+        try:
+            start.wait()
+            for i in range(per_thread):
+                request = wire("job.echo", job_id=f"t{n}-{i}")
+                returned[request.job_id] = audit_log.append(request, decide(request))
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=writer, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == []
+    result = audit_log.verify()
+    assert (result.ok, result.checked) == (True, per_thread * threads)
+    records = audit_log.read(1000)
+    assert sorted(r.seq for r in records) == list(range(1, per_thread * threads + 1))
+    assert {r.job_id: r.decision_id for r in records} == returned
+
+
+def test_appends_survive_a_killed_connection_and_flushed_scripts(audit_log: DecisionAuditLog,
+                                                                 client: redis.Redis) -> None:
+    fill(audit_log, 2)
+    client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    client.script_flush()
+    fill(audit_log, 2)
+    client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    fill(audit_log, 2)
+    result = audit_log.verify()
+    assert (result.ok, result.checked) == (True, 6)
+
+
+def test_a_retried_append_whose_first_reply_was_lost_is_not_written_twice(
+    audit_log: DecisionAuditLog, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill(audit_log, 1)
+    real_read = redis.connection.AbstractConnection.read_response
+    lost = []
+
+    def read_then_lose(self: Any, *args: Any, **kwargs: Any) -> Any:
+        reply = real_read(self, *args, **kwargs)  # the script ran and answered ...
+        if not lost:
+            lost.append(reply)
+            raise redis.ConnectionError("connection reset after the reply was sent")  # ... but the answer is lost
+        return reply
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "read_response", read_then_lose)
+    request = wire("job.echo", job_id="once")
+    decision_id = audit_log.append(request, decide(request))
+    monkeypatch.undo()
+
+    assert lost, "the failure was not injected"
+    assert [r.job_id for r in audit_log.read(10)] == ["once", "job-0"]
+    assert audit_log.read(1)[0].decision_id == decision_id
+    assert audit_log.verify().ok
+
+
 def test_policy_change_log_is_chained_too(client: redis.Redis, settings: Settings) -> None:
     changes = PolicyChangeLog(client, settings)
     first = changes.record(action="publish", actor="sec", role="secops", message="m1", bundle_ids=["secops/a"],
