@@ -12,6 +12,7 @@ from celery import Celery
 
 import celeryconfig
 from coretex.bus import register_serializer
+from coretex.engine.engine import Engine
 from coretex.scheduler.tasks import register_control_tasks
 from coretex.sdk._runtime import register_execute_task
 from coretex.services import Services
@@ -33,11 +34,17 @@ class ProcessServices:
 
 
 def _tell_engine(services: Services, job_id: str) -> None:
-    services.engine.job_changed(job_id)
+    _control_engine(services).job_changed(job_id)
 
 
 def _engine_tick(services: Services, now: float) -> None:
-    services.engine.tick(now)
+    _control_engine(services).tick(now)
+
+
+def _control_engine(services: Services) -> Engine:
+    engine = services.engine
+    engine.inline_dispatch = True  # this is a control worker: steps' jobs enter the pipeline here
+    return engine
 
 
 def create_app(settings: Settings | None = None) -> Celery:

@@ -73,6 +73,10 @@ class RunReceipt:
 class Engine:
     def __init__(self, services: Services) -> None:
         self.services = services
+        self.inline_dispatch = False
+        """True in control workers: a step's job enters the dispatch pipeline right here instead of
+        one more queue hop away (the pipeline is the same; a crash leaves a PENDING job that the
+        reconcile submits again)."""
         self.runs = RunStore(services.redis, services.settings)
         self.workflows = WorkflowStore(services.redis, services.settings)
         self._definitions: dict[tuple[str, str, int], Workflow] = {}
@@ -186,7 +190,7 @@ class Engine:
                 self._commit(stored, event, outcome)
             except RunConflictError:
                 continue
-            self.execute(outcome.run)
+            self.execute(outcome.run, [c for c in outcome.commands if not isinstance(c, StartTimer | StopTimer)])
             return outcome.run
         raise StoreError(f"run {run_id}: gave up after {MAX_COMMIT_ATTEMPTS} conflicting commits")
 
@@ -202,11 +206,14 @@ class Engine:
             ended=outcome.run.terminal,
         )
 
-    def execute(self, run: Run) -> None:
-        """Execute the run's unacknowledged commands, acknowledging each that took effect."""
+    def execute(self, run: Run, commands: Sequence[Command] | None = None) -> None:
+        """Execute ``commands`` (default: every unacknowledged one of the run, for a replay) and
+        acknowledge each that took effect; the rest stay in the outbox for the tick."""
+        if commands is None:
+            commands = [command_from_dict(body) for _, body in self.runs.outbox(run.run_id)]
         done = []
-        for command_id, body in self.runs.outbox(run.run_id):
-            command: Command = command_from_dict(body)
+        for command in commands:
+            command_id = command.id
             try:
                 execute_command(self, run, command)
             except StoreError as exc:  # the broker or Redis: the tick replays it

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING
 
 from coretex.errors import NotFoundError
 from coretex.kernel.alerts import alert_packet, publish_alert
-from coretex.model.job import JobMeta
+from coretex.model.job import TERMINAL_STATES, JobMeta, JobState
 from coretex.scheduler.cancel import cancel_job
+from coretex.scheduler.dispatcher import dispatch_job
+from coretex.scheduler.packets import job_request_packet
 from coretex.scheduler.submit import InputTooLargeError, StepRef, SubmitRequest, submit_job
 from coretex.workflow.commands import CancelJob, Command, DispatchJob, EmitAlert, FinishRun
 from coretex.workflow.events import JobProgress, JobResult
@@ -64,10 +66,16 @@ def _dispatch(engine: Engine, run: Run, command: DispatchJob) -> None:
         dry_run=command.dry_run,
     )
     try:
-        receipt = submit_job(services, request)
+        receipt = submit_job(services, request, send=not engine.inline_dispatch)
     except InputTooLargeError as exc:
         engine.handle(run.run_id, JobResult(_now(), command.step_id, command.attempt, command.job_id, "failed",
                                             item=command.item, error_code=exc.code, error_message=str(exc)))
+        return
+    if receipt.created and engine.inline_dispatch:
+        state = dispatch_job(services, job_request_packet(services.jobs.get(receipt.job_id),
+                                                          sender_id=services.settings.sender_id))
+        if state in TERMINAL_STATES or state is JobState.APPROVAL_REQUIRED:
+            engine.job_changed(receipt.job_id)  # denied, unroutable, a dry run recorded, parked
         return
     if receipt.job_id != command.job_id:
         # The step's idempotency key matched an earlier job: the step follows that job.
@@ -77,12 +85,6 @@ def _dispatch(engine: Engine, run: Run, command: DispatchJob) -> None:
         return
     if not receipt.created:  # a replay: the job exists and may even have ended already
         engine.job_changed(command.job_id)
-        return
-    record = services.jobs.get(command.job_id)
-    engine.runs.note(run.run_id, [{"type": "job_created", "at": record.created_at, "step": command.step_id,
-                                   "job_id": command.job_id, "attempt": command.attempt,
-                                   "input_ptr": record.context_ptr,
-                                   **({"item": command.item} if command.item is not None else {})}])
 
 
 def _cancel(engine: Engine, run: Run, command: CancelJob) -> None:

@@ -63,7 +63,9 @@ class InputTooLargeError(CoretexError):
     code = "input_too_large"
 
 
-def submit_job(services: Services, request: SubmitRequest) -> SubmitReceipt:
+def submit_job(services: Services, request: SubmitRequest, *, send: bool = True) -> SubmitReceipt:
+    """Create the job and hand it to the scheduler. ``send=False``: the caller runs the dispatch
+    pipeline itself, in-process (the workflow engine in a control worker)."""
     _check_input_size(services, request)
     job_id = request.job_id or str(uuid.uuid4())
     trace_id = request.trace_id or uuid.uuid4().hex
@@ -96,6 +98,8 @@ def submit_job(services: Services, request: SubmitRequest) -> SubmitReceipt:
                                           window_s=services.settings.idempotency_window_s)
     if not created:  # a concurrent duplicate won the race; our ctx: copy expires with its TTL
         return _duplicate(services, owner)
+    if not send:
+        return SubmitReceipt(job_id, trace_id, created=True)
     try:
         packet = job_request_packet(record, sender_id=services.settings.sender_id)
         send_packet(services.app, DISPATCH_TASK, packet, queue=services.settings.control_queue)

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from coretex.errors import CoretexError
 from coretex.model.schema import SchemaViolation, find_violations
+from coretex.protocol.pointers import ContextPointer
 from coretex.workflow.commands import (
     CancelJob,
     Command,
@@ -326,7 +327,7 @@ class _Decision:
         if step.timeout_sec:
             self.start_timer(_timer("step_timeout", step.id, slot.attempt, item), self.at + step.timeout_sec)
         self.note("dispatch", step.id, attempt=slot.attempt, job_id=slot.job_id,
-                  **({"item": item} if item is not None else {}))
+                  input_ptr=ContextPointer(slot.job_id).uri, **({"item": item} if item is not None else {}))
 
     def violations(self, instance: Any, schema: Any) -> list[SchemaViolation]:
         if schema is None:
