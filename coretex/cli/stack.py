@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import yaml
 from rich.console import Console
 
 from coretex.errors import ConfigError
@@ -29,6 +30,7 @@ from coretex.processes import free_port, group_alive, port_open, spawn_group, st
 from coretex.settings import DEFAULT_GATEWAY_ADDR, DEFAULT_KERNEL_ADDR, DEFAULT_REDIS_URL, parse_listen
 
 REPO = Path(__file__).resolve().parents[2]
+DEMO_WORKFLOW = REPO / "examples" / "echo" / "workflow.yaml"
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,37 @@ class Stack:
         self.console.print(f"[green]echo job SUCCEEDED[/green] (decision {job['decision']} by rule "
                            f"{job['rule_id']}); result:")
         self.console.print_json(json.dumps(job["result"]))
+        return self._demo_workflow(env)
+
+    def _demo_workflow(self, env: dict[str, str]) -> bool:
+        """Save examples/echo/workflow.yaml and run it to the end: worker, condition, notify steps."""
+        document = yaml.safe_load(DEMO_WORKFLOW.read_text())
+        status, saved = _http(env, "POST", "/api/v1/workflows", document)
+        if status not in (200, 201):
+            self.console.print(f"[red]demo workflow refused[/red] ({status}): {saved}")
+            return False
+        status, started = _http(env, "POST", f"/api/v1/workflows/{document['id']}/runs",
+                                {"input": {"name": "coretex", "n": 42}})
+        if status not in (200, 201):
+            self.console.print(f"[red]demo run refused[/red] ({status}): {started}")
+            return False
+        run_id = started["run_id"]
+        self.console.print(f"started run [bold]{run_id}[/bold] of workflow {document['id']} v{saved['version']}")
+        deadline = time.monotonic() + 60
+        run: dict[str, Any] = {}
+        with self.console.status("waiting for the demo workflow"):
+            while time.monotonic() < deadline:
+                _, run = _http(env, "GET", f"/api/v1/runs/{run_id}")
+                if run.get("status") in {"succeeded", "failed", "cancelled", "timed_out"}:
+                    break
+                time.sleep(0.2)
+        steps = ", ".join(f"{s['id']} {s['status']}" for s in run.get("steps", []))
+        if run.get("status") != "succeeded":
+            self.console.print(f"[red]demo workflow ended {run.get('status', 'UNKNOWN')}[/red]: {steps}")
+            self.console.print(f"logs: {self.logs}")
+            return False
+        self.console.print(f"[green]demo workflow SUCCEEDED[/green] ({steps}); output:")
+        self.console.print_json(json.dumps(run["output"]))
         return True
 
     def _print_urls(self, env: dict[str, str]) -> None:
@@ -216,7 +249,8 @@ class Stack:
             f"  KEY=$(cat {key_file})\n"
             f"  curl -s -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n"
             f"       -d '{{\"topic\": \"job.echo\", \"input\": {{\"hi\": 1}}}}' {base}/api/v1/jobs\n"
-            f"  curl -s -H \"Authorization: Bearer $KEY\" {base}/api/v1/jobs/<job_id>\n\n"
+            f"  curl -s -H \"Authorization: Bearer $KEY\" {base}/api/v1/jobs/<job_id>\n"
+            f"  curl -s -H \"Authorization: Bearer $KEY\" {base}/api/v1/runs/<run_id>/timeline\n\n"
             f"  stop everything with: make down"
         )
 

@@ -19,7 +19,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from coretex.cli.ctl import Options, _emit, _kv_table, _rows_table, output_option
+from coretex.cli._common import Options, _emit, _kv_table, _rows_table, output_option
 
 RUN_TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 STEP_DONE = frozenset({"succeeded", "failed", "cancelled", "timed_out", "skipped", "blocked"})

@@ -9,6 +9,11 @@ expression sees these variables (absent ones are simply not bound):
     run                   ``{"id", "tenant", "workflow", "version", "dry_run", "started_by"}``
     item, index           the element and its position, inside a ``for_each`` step
 
+Functions: CEL's standard ones (``size``, ``contains``, ``startsWith``, ``endsWith``, ``matches``,
+``in``, ``has``, list macros ``all``/``exists``/``map``/``filter``) plus the strings extension's
+``lowerAscii``, ``upperAscii``, ``trim``, ``replace``, ``split``, ``join``, ``indexOf`` and
+``substring`` (:data:`STRING_FUNCTIONS`).
+
 Templates: a string that is exactly ``"${expr}"`` becomes the expression's value with its type
 (a list stays a list); ``${...}`` inside a longer string is interpolated as text. Templates are
 applied recursively through lists and maps. Every expression is compiled once (cached by text).
@@ -88,7 +93,7 @@ def compile_expression(source: str) -> Expression:
                 f"expression {source!r} does not compile: syntax error at line {exc.line or '?'}, "
                 f"column {exc.column or '?'}"
             ) from None
-        return Expression(source, env.program(ast))
+        return Expression(source, env.program(ast, functions=STRING_FUNCTIONS))
 
 
 def evaluate(source: str, variables: Mapping[str, Any]) -> Any:
@@ -160,4 +165,25 @@ def to_python(value: Any) -> Any:
 
 def _eval_message(exc: CELEvalError) -> str:
     args = exc.args
-    return str(args[0]) if args else "evaluation error"
+    message = str(args[0]) if args else "evaluation error"
+    return message.split(" (in activation", 1)[0]  # celpy appends a dump of every variable and function
+
+
+def _join(items: Any, separator: Any = "") -> celtypes.StringType:
+    return celtypes.StringType(str(separator).join(str(to_python(i)) for i in items))
+
+
+STRING_FUNCTIONS: dict[str, Any] = {
+    # CEL's strings extension (cel-go ext.Strings), beyond the standard size/contains/startsWith/
+    # endsWith/matches: "x".upperAscii(), "a,b".split(","), ["a", "b"].join("-") ...
+    "lowerAscii": lambda s: celtypes.StringType(str(s).lower()),
+    "upperAscii": lambda s: celtypes.StringType(str(s).upper()),
+    "trim": lambda s: celtypes.StringType(str(s).strip()),
+    "replace": lambda s, old, new: celtypes.StringType(str(s).replace(str(old), str(new))),
+    "split": lambda s, sep: celtypes.ListType([celtypes.StringType(p) for p in str(s).split(str(sep))]),
+    "join": _join,
+    "indexOf": lambda s, sub: celtypes.IntType(str(s).find(str(sub))),
+    "substring": lambda s, start, end=None: celtypes.StringType(
+        str(s)[int(start):] if end is None else str(s)[int(start):int(end)]),
+}
+"""String functions of CEL's strings extension, which cel-python does not ship."""

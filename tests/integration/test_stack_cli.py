@@ -43,6 +43,9 @@ def test_up_starts_its_own_redis_runs_the_demo_and_down_stops_everything(tmp_pat
         assert up.returncode == 0, up.stdout + up.stderr + logs
         assert "echo job SUCCEEDED" in up.stdout
         assert '"message": "hello from coretex"' in up.stdout
+        assert "demo workflow SUCCEEDED" in up.stdout
+        assert "greet succeeded, is_big succeeded, announce succeeded, shout succeeded" in up.stdout
+        assert '"greeting": "hello, coretex"' in up.stdout
         assert set(pids) == {"redis", "kernel", "control", "beat", "worker-echo", "gateway"}
         assert all(group_alive(pid) for pid in pids.values())
 
