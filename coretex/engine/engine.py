@@ -298,7 +298,7 @@ class Engine:
         for state in run.steps.values():
             slots = [state] if state.items is None else state.items
             for slot in slots:
-                if slot.status in STEP_ACTIVE and slot.job_id and not slot.retry_at:
+                if slot.status in STEP_ACTIVE and slot.job_id and not slot.retry_pending:
                     self._reconcile_job(slot.job_id, now)
 
     def _reconcile_job(self, job_id: str, now: float) -> None:

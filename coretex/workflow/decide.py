@@ -21,6 +21,7 @@ import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from coretex.errors import CoretexError
@@ -46,6 +47,7 @@ from coretex.workflow.run import (
     Run,
     RunStatus,
     Slot,
+    StepRun,
     StepStatus,
 )
 
@@ -155,6 +157,13 @@ class _Decision:
                                                                 "reused_from", "decision", "rule_id")}
             self.note("step_status", step_id, **{"from": previous.value, "to": status.value}, **detail)
 
+    def tolerated(self, step_id: str, field: str, exc: ExpressionError) -> bool:
+        """In a dry run an expression over simulated outputs may not resolve: note it, go on."""
+        if not self.run.dry_run:
+            return False
+        self.note("template_unresolved", step_id, field=field, error=str(exc))
+        return True
+
     def variables(self, item: Any = None, index: int | None = None) -> dict[str, Any]:
         run = self.run
         variables: dict[str, Any] = {
@@ -188,8 +197,8 @@ class _Decision:
             if blocker is not None:
                 self.set_step(step_id, StepStatus.BLOCKED,
                               reason=f"dependency {blocker} {self.run.steps[blocker].status.value}")
-            elif all(self._done(d) for d in step.depends_on):
-                self.start_step(step)
+            elif all(self._done(d) for d in step.depends_on) and self.fatal_step() is None:
+                self.start_step(step)  # (once the run is bound to fail, nothing new starts)
 
     def _done(self, step_id: str) -> bool:
         state = self.run.steps[step_id]
@@ -208,8 +217,10 @@ class _Decision:
             try:
                 go = evaluate_bool(step.condition, self.variables())
             except ExpressionError as exc:
-                self.fail_step(step.id, "expression_error", f"step {step.id}: condition: {exc}")
-                return
+                if not self.tolerated(step.id, "condition", exc):
+                    self.fail_step(step.id, "expression_error", f"step {step.id}: condition: {exc}")
+                    return
+                go = True  # a dry run explores the gated path
             if not go:
                 self.set_step(step.id, StepStatus.SKIPPED, reason=f"condition {step.condition!r} is false")
                 return
@@ -224,8 +235,10 @@ class _Decision:
         try:
             items = evaluate(step.for_each, self.variables())
         except ExpressionError as exc:
-            self.fail_step(step.id, "expression_error", f"step {step.id}: for_each: {exc}")
-            return
+            if not self.tolerated(step.id, "for_each", exc):
+                self.fail_step(step.id, "expression_error", f"step {step.id}: for_each: {exc}")
+                return
+            items = []
         if not isinstance(items, list) or len(items) > MAX_ITEMS:
             self.fail_step(step.id, "expression_error",
                            f"step {step.id}: for_each must give a list of at most {MAX_ITEMS} items, got "
@@ -264,8 +277,10 @@ class _Decision:
             try:
                 text = render(step.delay_until, self.variables())
             except ExpressionError as exc:
-                self.fail_step(step.id, "expression_error", f"step {step.id}: delay_until: {exc}")
-                return
+                if not self.tolerated(step.id, "delay_until", exc):
+                    self.fail_step(step.id, "expression_error", f"step {step.id}: delay_until: {exc}")
+                    return
+                text = _iso(self.at)
             parsed = parse_instant(str(text))
             if parsed is None:
                 self.fail_step(step.id, "invalid_delay", f"step {step.id}: delay_until {text!r} is not an ISO 8601 "
@@ -282,26 +297,34 @@ class _Decision:
         try:
             value = evaluate_bool(step.expression, self.variables())
         except ExpressionError as exc:
-            self.fail_step(step.id, "expression_error", f"step {step.id}: expression: {exc}")
-            return
+            if not self.tolerated(step.id, "expression", exc):
+                self.fail_step(step.id, "expression_error", f"step {step.id}: expression: {exc}")
+                return
+            value = True
         self.set_step(step.id, StepStatus.SUCCEEDED, output=value)
 
     def _start_notify(self, step: Step) -> None:
         try:
             message = render(step.message, self.variables())
         except ExpressionError as exc:
-            self.fail_step(step.id, "expression_error", f"step {step.id}: message: {exc}")
-            return
+            if not self.tolerated(step.id, "message", exc):
+                self.fail_step(step.id, "expression_error", f"step {step.id}: message: {exc}")
+                return
+            message = step.message
         code = step.code or f"workflow.{self.run.workflow.id}.{step.id}"
+        alert = {"level": step.level, "code": code, "message": message}
+        if self.run.dry_run:  # an alert reaches people: a dry run only says what it would send
+            self.set_step(step.id, StepStatus.SUCCEEDED, output={"dry_run": True, "would_alert": alert})
+            return
         self.commands.append(EmitAlert(self.command_id(), step.level, code, str(message), step.id))
-        self.set_step(step.id, StepStatus.SUCCEEDED, output={"level": step.level, "code": code, "message": message})
+        self.set_step(step.id, StepStatus.SUCCEEDED, output=alert)
 
     # -- jobs ------------------------------------------------------------------------------------
 
     def dispatch(self, step: Step, slot: Slot, item: int | None) -> None:
         """Start the next attempt of ``slot``: render and check its input, then ask for its job."""
         slot.attempt += 1
-        slot.retry_at = 0.0
+        slot.retry_pending, slot.retry_at = False, 0.0
         variables = self.variables(slot.value, item) if isinstance(slot, ItemRun) else self.variables()
         try:
             payload = render(step.input, variables)
@@ -311,7 +334,7 @@ class _Decision:
                                  retryable=False)
                 return
             payload = step.input  # a dry run's simulated outputs cannot fill every template
-            self.note("template_unresolved", step.id, error=str(exc))
+            self.note("template_unresolved", step.id, field="input", error=str(exc))
         violations = self.violations(payload, step.input_schema)
         if violations:
             self.slot_failed(step, slot, item, StepStatus.FAILED, "input_schema_violation",
@@ -352,7 +375,11 @@ class _Decision:
         if (retryable and status is not StepStatus.CANCELLED and slot.attempt < policy.max_attempts
                 and (not policy.retry_on or code in policy.retry_on)):
             delay = backoff_s(step, self.run.run_id, slot.attempt, item)
-            slot.retry_at = self.at + delay
+            slot.retry_pending, slot.retry_at = True, self.at + delay
+            if item is None and self.run.steps[step.id].status is StepStatus.WAITING:  # was parked, now backs off
+                self.set_step(step.id, StepStatus.RUNNING, reason=f"retry backoff until {slot.retry_at}")
+            elif isinstance(slot, ItemRun):
+                slot.status = StepStatus.RUNNING
             self.start_timer(_timer("retry", step.id, slot.attempt + 1, item), slot.retry_at)
             self.note("retry_scheduled", step.id, attempt=slot.attempt, error_code=code, error_message=message,
                       retry_at=slot.retry_at, **({"item": item} if item is not None else {}))
@@ -375,7 +402,7 @@ class _Decision:
         slots: list[tuple[Slot, int | None]] = [(state, None)] if state.items is None else \
             [(item, item.index) for item in state.items]
         for slot, item in slots:
-            if slot.status in STEP_ACTIVE and slot.job_id and not slot.retry_at and slot.job_id != settled_job:
+            if slot.status in STEP_ACTIVE and slot.job_id and not slot.retry_pending and slot.job_id != settled_job:
                 self.commands.append(CancelJob(self.command_id(), slot.job_id, reason))
             if slot.status in STEP_ACTIVE:
                 slot.status = StepStatus.CANCELLED if item is not None else slot.status
@@ -406,11 +433,16 @@ class _Decision:
 
     # -- ending ----------------------------------------------------------------------------------
 
+    def fatal_step(self) -> str | None:
+        """The first step whose failure fails the run (``on_failure: fail_run``), if any."""
+        workflow, steps = self.run.workflow, self.run.steps
+        return next((s for s in workflow.order if steps[s].status in STEP_FAILURES
+                     and workflow.steps[s].on_failure == "fail_run"), None)
+
     def settle(self) -> None:
         """Fail the run on a fatal step failure, finish it when every step is done, else update status."""
         workflow, steps = self.run.workflow, self.run.steps
-        fatal = next((s for s in workflow.order if steps[s].status in STEP_FAILURES
-                      and workflow.steps[s].on_failure == "fail_run"), None)
+        fatal = self.fatal_step()
         if fatal is not None:
             state = steps[fatal]
             self.end_run(RunStatus.FAILED, state.error_code or state.status.value,
@@ -420,13 +452,15 @@ class _Decision:
             try:
                 output = render(workflow.output, self.variables())
             except ExpressionError as exc:
-                self.end_run(RunStatus.FAILED, "output_error", f"run output: {exc}")
-                return
+                if not self.run.dry_run:
+                    self.end_run(RunStatus.FAILED, "output_error", f"run output: {exc}")
+                    return
+                output = workflow.output  # simulated step outputs cannot fill every template
+                self.note("template_unresolved", field="output", error=str(exc))
             self.run.output = output
             self.end_run(RunStatus.SUCCEEDED)
             return
-        running = any(s.status is StepStatus.RUNNING for s in steps.values())
-        self.set_run_status(RunStatus.RUNNING if running else RunStatus.WAITING)
+        self.set_run_status(RunStatus.RUNNING if any(map(_running, steps.values())) else RunStatus.WAITING)
 
     def end_run(self, status: RunStatus, code: str = "", message: str = "") -> None:
         for step_id in self.run.workflow.order:
@@ -452,7 +486,8 @@ class _Decision:
             return (step, state) if state.items is None else None
         if state.items is None or not 0 <= item < len(state.items):
             return None
-        return step, state.items[item]
+        slot = state.items[item]
+        return (step, slot) if slot.status in STEP_ACTIVE else None  # a finished item hears nothing more
 
 
 # -- event handlers: each returns False when the event changes nothing ------------------------------
@@ -478,7 +513,7 @@ def _on_job_result(d: _Decision, event: JobResult) -> bool:
     if found is None:
         return False
     step, slot = found
-    if slot.job_id != event.job_id or slot.attempt != event.attempt or slot.retry_at:
+    if slot.job_id != event.job_id or slot.attempt != event.attempt or slot.retry_pending:
         return False
     d.note("job_result", step.id, job_id=event.job_id, attempt=event.attempt, status=event.status,
            **{k: v for k, v in (("item", event.item), ("output_ptr", event.output_ptr),
@@ -505,7 +540,7 @@ def _on_job_progress(d: _Decision, event: JobProgress) -> bool:
     if found is None:
         return False
     step, slot = found
-    if slot.attempt != event.attempt or slot.retry_at:
+    if slot.attempt != event.attempt or slot.retry_pending:
         return False
     if event.state == "attached":
         if slot.job_id != event.replaces or event.job_id == slot.job_id:
@@ -570,9 +605,9 @@ def _on_timer(d: _Decision, event: TimerFired) -> bool:
         if found is None:
             return True
         _, slot = found
-        if kind == "retry" and slot.retry_at and slot.attempt == attempt - 1:
+        if kind == "retry" and slot.retry_pending and slot.attempt == attempt - 1:
             d.dispatch(step, slot, item)
-        elif kind == "step_timeout" and slot.attempt == attempt and not slot.retry_at:
+        elif kind == "step_timeout" and slot.attempt == attempt and not slot.retry_pending:
             d.commands.append(CancelJob(d.command_id(), slot.job_id, f"step {step_id} timed out"))
             slot.job_id, timed_out = "", slot.job_id  # cancelled just above
             d.note("job_cancelled", step_id, job_id=timed_out, reason="step_timeout")
@@ -599,6 +634,13 @@ _STARTERS: dict[str, Callable[[_Decision, Step], None]] = {
 }
 
 
+def _running(state: StepRun) -> bool:
+    """Whether a step is working (not only waiting for people): running, or with a running item."""
+    if state.status is not StepStatus.RUNNING:
+        return False
+    return state.items is None or any(i.status is StepStatus.RUNNING or i.retry_pending for i in state.items)
+
+
 def _timer(kind: str, step_id: str, attempt: int, item: int | None) -> str:
     return f"{kind}:{step_id}:{attempt}" + (f":{item}" if item is not None else "")
 
@@ -615,6 +657,10 @@ def _parse_timer(timer_id: str) -> tuple[str, str, int, int | None]:
 
 def _timer_step(timer_id: str) -> str:
     return _parse_timer(timer_id)[1]
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat()
 
 
 def _describe(violations: list[SchemaViolation]) -> str:

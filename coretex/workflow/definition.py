@@ -232,18 +232,16 @@ DOCUMENT_SCHEMA: dict[str, Any] = {
         "timeout_sec": _POSITIVE,
         "output": {},
         "labels": _LABELS,
-        "steps": {
-            "oneOf": [
-                {"type": "array", "minItems": 1, "maxItems": MAX_STEPS,
-                 "items": {**_STEP_SCHEMA, "required": ["id", "type"]}},
-                {"type": "object", "minProperties": 1, "maxProperties": MAX_STEPS,
-                 "additionalProperties": _STEP_SCHEMA},
-            ]
+        "steps": {  # each step is checked on its own (_STEP_SCHEMA), so every step's problems are reported
+            "type": ["array", "object"], "minItems": 1, "maxItems": MAX_STEPS,
+            "minProperties": 1, "maxProperties": MAX_STEPS,
         },
     },
     "required": ["id", "steps"],
 }
 _VALIDATOR = Draft202012Validator(DOCUMENT_SCHEMA)
+_LIST_STEP_VALIDATOR = Draft202012Validator({**_STEP_SCHEMA, "required": ["id", "type"]})
+_MAP_STEP_VALIDATOR = Draft202012Validator(_STEP_SCHEMA)
 
 SchemaExists = Callable[[str], bool]
 
@@ -252,17 +250,25 @@ def parse_workflow(document: Any, *, schema_exists: SchemaExists | None = None) 
     """Parse and check ``document``; raise :class:`WorkflowInvalidError` listing every problem.
 
     ``schema_exists`` answers whether a registry schema id (``acme.x`` or ``acme.x@2``) exists;
-    without it, ids are only checked for shape.
+    without it, ids are only checked for shape. A step whose shape is wrong is reported and left
+    out of the checks of meaning, which still run for every other step.
     """
-    problems = [_shape_problem(e) for e in _VALIDATOR.iter_errors(document)]
+    problems = [Problem(to_pointer(e.absolute_path), e.message) for e in _VALIDATOR.iter_errors(document)]
     if problems:
         raise WorkflowInvalidError(sorted(problems, key=lambda p: p.path))
-    entries = [(_step(step_id, raw), raw, path) for step_id, raw, path in _step_entries(document["steps"])]
+    raw_entries = _step_entries(document["steps"])
+    step_validator = _LIST_STEP_VALIDATOR if isinstance(document["steps"], list) else _MAP_STEP_VALIDATOR
+    entries: list[Entry] = []
+    for step_id, raw, path in raw_entries:
+        shape = [Problem(path + to_pointer(e.absolute_path), e.message) for e in step_validator.iter_errors(raw)]
+        problems += sorted(shape, key=lambda p: p.path)
+        if not shape:
+            entries.append((_step(step_id, raw), raw, path))
     problems += _duplicate_ids(entries)
     steps: dict[str, Step] = {}
     for step, _, _ in entries:
         steps.setdefault(step.id, step)
-    problems += _step_problems(entries, steps)
+    problems += _step_problems(entries, {step_id for step_id, _, _ in raw_entries})
     problems += _expression_problems(document, entries)
     problems += _schema_problems(document, entries, schema_exists)
     order, cycle = _topological_order(steps)
@@ -286,21 +292,11 @@ def parse_workflow(document: Any, *, schema_exists: SchemaExists | None = None) 
     )
 
 
-def _shape_problem(error: Any) -> Problem:
-    path = to_pointer(error.absolute_path)
-    if error.validator == "oneOf" and list(error.absolute_path) == ["steps"]:
-        # Name the real problem inside the form the author used (a list or a map of steps).
-        wanted = "array" if isinstance(error.instance, list) else "object"
-        for sub in error.context or ():
-            if sub.schema_path and sub.schema_path[0] == (0 if wanted == "array" else 1):
-                return Problem(to_pointer(sub.absolute_path), sub.message)
-    return Problem(path, error.message)
-
-
 def _step_entries(raw_steps: Any) -> list[tuple[str, Mapping[str, Any], str]]:
     """(id, document text, path) of each step, whichever form (list or map) the document used."""
     if isinstance(raw_steps, list):
-        return [(raw["id"], raw, f"/steps/{i}") for i, raw in enumerate(raw_steps)]
+        return [(raw["id"] if isinstance(raw, Mapping) and isinstance(raw.get("id"), str) else f"<step {i}>", raw,
+                 f"/steps/{i}") for i, raw in enumerate(raw_steps)]
     return [(step_id, raw, to_pointer(["steps", step_id])) for step_id, raw in raw_steps.items()]
 
 
@@ -387,11 +383,12 @@ _FIELDS_BY_TYPE = {
 _TYPED_FIELDS = set().union(*_FIELDS_BY_TYPE.values())
 
 
-def _step_problems(entries: Sequence[Entry], steps: Mapping[str, Step]) -> list[Problem]:
+def _step_problems(entries: Sequence[Entry], known: set[str]) -> list[Problem]:
+    """Problems of meaning within each step; ``known`` are the ids of every step, well-shaped or not."""
     problems = []
     for step, _, path in entries:
         for dep in step.depends_on:
-            if dep not in steps:
+            if dep not in known:
                 problems.append(Problem(f"{path}/depends_on", f"depends on unknown step {dep!r}"))
             elif dep == step.id:
                 problems.append(Problem(f"{path}/depends_on", "a step cannot depend on itself"))

@@ -54,8 +54,10 @@ class Slot:
     output_ptr: str = ""
     error_code: str = ""
     error_message: str = ""
+    retry_pending: bool = False
+    """Between attempts: the last one failed and the next waits for its backoff timer."""
     retry_at: float = 0.0
-    """While waiting to retry: when the next attempt is dispatched."""
+    """When the pending retry is due (meaningful only with ``retry_pending``)."""
 
 
 @dataclass
