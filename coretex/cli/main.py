@@ -70,10 +70,13 @@ def gateway(listen: str, log_level: str) -> None:
 
 
 @main.command()
-@click.option("--concurrency", "-c", default=2, show_default=True, help="Worker processes.")
+@click.option("--concurrency", "-c", default=2, show_default=True, help="Worker processes (or threads).")
+@click.option("--pool", "pool_kind", type=click.Choice(["prefork", "threads"]), default="prefork", show_default=True,
+              help="Celery execution pool. Control tasks wait on Redis and the kernel, so threads save the "
+                   "hand-over to a child process on every message.")
 @click.option("--log-level", default="info", show_default=True)
-def control(concurrency: int, log_level: str) -> None:
-    """Run the control worker: scheduler tasks on the <namespace>.control queue."""
+def control(concurrency: int, pool_kind: str, log_level: str) -> None:
+    """Run the control worker: scheduler and workflow engine tasks on the <namespace>.control queue."""
     from coretex.celery_app import create_app
 
     _logging(log_level)
@@ -82,7 +85,7 @@ def control(concurrency: int, log_level: str) -> None:
     _load_base_config(settings)
     create_app(settings).worker_main([
         "worker", "-Q", settings.control_queue, "-n", f"control.{settings.namespace}.{os.getpid()}@%h",
-        "-c", str(concurrency), "--loglevel", log_level.upper(),
+        "-c", str(concurrency), "--pool", pool_kind, "--loglevel", log_level.upper(),
     ])
 
 

@@ -29,7 +29,14 @@ from coretex.services import Services
 from coretex.store.runs import RunConflictError, RunStore, StoredRun
 from coretex.store.timers import RETRY
 from coretex.store.workflows import SavedWorkflow, WorkflowStore
-from coretex.workflow.commands import Command, StartTimer, StopTimer, command_from_dict, command_to_dict
+from coretex.workflow.commands import (
+    Command,
+    DispatchJob,
+    StartTimer,
+    StopTimer,
+    command_from_dict,
+    command_to_dict,
+)
 from coretex.workflow.decide import Outcome, approval_problem, decide
 from coretex.workflow.definition import Workflow, parse_workflow
 from coretex.workflow.events import (
@@ -54,6 +61,8 @@ INLINE_OUTPUT_BYTES = 64 * 1024
 OUTBOX_REPLAY_AFTER_S = 5.0
 RECONCILE_AFTER_S = 10.0
 """A run quiet for this long is checked against its jobs and overdue timers by the tick."""
+INLINE_DISPATCH_MAX = 2
+"""A transition dispatching more jobs than this sends them through the control queue instead."""
 STUCK_SUBMIT_S = 20.0
 """A step's job still waiting for the scheduler this long, with no hold timer, lost its submit packet."""
 
@@ -211,11 +220,14 @@ class Engine:
         acknowledge each that took effect; the rest stay in the outbox for the tick."""
         if commands is None:
             commands = [command_from_dict(body) for _, body in self.runs.outbox(run.run_id)]
+        # A fan-out's many jobs go through the control queue, so every control worker shares their
+        # dispatch; one or two (a chain, a diamond) enter the pipeline right here.
+        inline = self.inline_dispatch and sum(isinstance(c, DispatchJob) for c in commands) <= INLINE_DISPATCH_MAX
         done = []
         for command in commands:
             command_id = command.id
             try:
-                execute_command(self, run, command)
+                execute_command(self, run, command, inline=inline)
             except StoreError as exc:  # the broker or Redis: the tick replays it
                 log.warning("run %s: command %s not executed yet: %s", run.run_id, command_id, exc)
                 continue

@@ -33,9 +33,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def execute_command(engine: Engine, run: Run, command: Command) -> None:
+def execute_command(engine: Engine, run: Run, command: Command, *, inline: bool = False) -> None:
+    """Carry out ``command``; ``inline``: a job enters the dispatch pipeline in this process."""
     if isinstance(command, DispatchJob):
-        _dispatch(engine, run, command)
+        _dispatch(engine, run, command, inline)
     elif isinstance(command, CancelJob):
         _cancel(engine, run, command)
     elif isinstance(command, EmitAlert):
@@ -44,7 +45,7 @@ def execute_command(engine: Engine, run: Run, command: Command) -> None:
         log.info("run %s of workflow %s ended %s", run.run_id, run.workflow.id, command.status)
 
 
-def _dispatch(engine: Engine, run: Run, command: DispatchJob) -> None:
+def _dispatch(engine: Engine, run: Run, command: DispatchJob, inline: bool) -> None:
     if run.terminal:  # the run ended before this dispatch was carried out: never start its job
         return
     services = engine.services
@@ -66,12 +67,12 @@ def _dispatch(engine: Engine, run: Run, command: DispatchJob) -> None:
         dry_run=command.dry_run,
     )
     try:
-        receipt = submit_job(services, request, send=not engine.inline_dispatch)
+        receipt = submit_job(services, request, send=not inline)
     except InputTooLargeError as exc:
         engine.handle(run.run_id, JobResult(_now(), command.step_id, command.attempt, command.job_id, "failed",
                                             item=command.item, error_code=exc.code, error_message=str(exc)))
         return
-    if receipt.created and engine.inline_dispatch:
+    if receipt.created and inline:
         state = dispatch_job(services, job_request_packet(services.jobs.get(receipt.job_id),
                                                           sender_id=services.settings.sender_id))
         if state in TERMINAL_STATES or state is JobState.APPROVAL_REQUIRED:
