@@ -75,6 +75,12 @@ APPEND_ATTEMPTS = 64
 """Re-chaining attempts when other writers keep moving the head, before the append fails."""
 MAX_BATCH = 256
 """Most records one group commit writes (the rest wait for the next round trip)."""
+GATHER_S = 0.002
+"""How long a writer waits at most for its batch to fill up to the size of the batch before it.
+
+Only when the batch before had more than one record (callers are concurrent): a lone caller never
+waits. Measured with bench/kernel.py (8 clients, every Check audited): batches of ~2 without the
+wait and ~5 with it, for ~20% less server CPU per Check and a lower p99, not a higher one."""
 _BATCH = 500
 
 Request = safety_pb2.PolicyCheckRequest
@@ -173,7 +179,9 @@ class _PendingAppend:
 class ChainedStream:
     """A bounded Redis stream of hash-chained records (see the module docstring)."""
 
-    def __init__(self, client: redis.Redis, key: str, *, id_field: str, maxlen: int) -> None:
+    def __init__(
+        self, client: redis.Redis, key: str, *, id_field: str, maxlen: int, gather_s: float = GATHER_S
+    ) -> None:
         if maxlen < 1:
             raise ValueError(f"maxlen must be positive, got {maxlen}")
         self._r = client
@@ -187,7 +195,12 @@ class ChainedStream:
         self._script = load_script(client, "audit_append_batch")
         self._conn: redis.connection.AbstractConnection | None = None
         self._conn_pid = 0
+        self.gather_s = gather_s
         self._mutex = threading.Lock()
+        self._arrived = threading.Condition(self._mutex)
+        """Notified on every arrival while a writer gathers its batch (:data:`GATHER_S`)."""
+        self._gathering = False
+        self._last_batch = 1
         self._queue: list[_PendingAppend] = []
         self._writing = False
         """Whether one of this process's callers has the writing turn (the others queue behind it):
@@ -200,14 +213,17 @@ class ChainedStream:
         whatever is queued (its own record included) in one compare-and-append round trip; callers
         arriving meanwhile queue up, and when the batch is written the writer wakes its callers
         and hands the turn to the first queued one, which writes the next batch. A busy kernel so
-        pays one Redis call per batch instead of racing its own threads for the chain head, and a
-        caller always returns as soon as its own batch is written.
+        pays one Redis call per batch instead of racing its own threads for the chain head. While
+        callers are concurrent, a writer first waits (at most ``gather_s``) for as many records as
+        the batch before it had: the round trip, not the record, is what costs.
         """
         pending = _PendingAppend(EncodedRecord(record, self.id_field))  # spelled out here, not by the writer
         with self._mutex:
             self._queue.append(pending)
             pending.lead = not self._writing
             self._writing = True
+            if self._gathering:
+                self._arrived.notify()
         if not pending.lead:
             pending.wait()  # until our batch is written, or the turn is handed to us
         if pending.lead:
@@ -216,8 +232,12 @@ class ChainedStream:
 
     def _take_turn(self, mine: _PendingAppend) -> None:
         with self._mutex:
+            want = min(self._last_batch, MAX_BATCH)
+            if len(self._queue) < want and self.gather_s > 0:
+                self._gather(want)
             batch = self._queue[:MAX_BATCH]
             del self._queue[:MAX_BATCH]
+            self._last_batch = len(batch)
         successor: _PendingAppend | None = None
         try:
             self._write(batch)
@@ -235,6 +255,20 @@ class ChainedStream:
                     pending.fail(AuditUnavailableError(f"{self.key}: the batch write was interrupted"))
                 if pending is not mine:
                     pending.wake()
+
+    def _gather(self, want: int) -> None:
+        """Wait (holding the turn; called with the mutex) until ``want`` records are queued, at most ``gather_s``.
+
+        Stopping early when arrivals pause (tried: 0.25, 0.5 and 1 ms of silence) made smaller
+        batches and no better p99.
+        """
+        deadline = time.monotonic() + self.gather_s
+        self._gathering = True
+        try:
+            while len(self._queue) < want and (left := deadline - time.monotonic()) > 0:
+                self._arrived.wait(left)
+        finally:
+            self._gathering = False
 
     def _write(self, batch: list[_PendingAppend]) -> None:
         try:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -285,6 +286,14 @@ def test_one_log_shared_by_many_threads_writes_each_decision_once(audit_log: Dec
     records = audit_log.read(1000)
     assert sorted(r.seq for r in records) == list(range(1, per_thread * threads + 1))
     assert {r.job_id: r.decision_id for r in records} == returned
+
+
+def test_a_lone_caller_never_waits_for_a_batch_to_fill(audit_log: DecisionAuditLog) -> None:
+    audit_log.stream.gather_s = 30.0  # were a lone append to wait for company, this test would time out
+    started = time.monotonic()
+    fill(audit_log, 20)
+    assert time.monotonic() - started < 10
+    assert audit_log.verify().checked == 20
 
 
 def test_appends_survive_a_killed_connection_and_flushed_scripts(audit_log: DecisionAuditLog,
