@@ -275,7 +275,8 @@ class Engine:
                              and "would_dispatch" in output)
             return JobResult(now, record.step_id, record.step_attempt, record.job_id, outcome, item=item,
                              output=output, output_ptr=record.result_ptr, error_code=record.error_code,
-                             error_message=record.error_message, simulated=simulated)
+                             error_message=record.error_message, simulated=simulated, decision=record.decision,
+                             rule_id=record.rule_id, retry_cap=record.policy_max_retries)
         if record.state is JobState.APPROVAL_REQUIRED:
             return JobProgress(now, record.step_id, record.step_attempt, record.job_id, "waiting_approval", item=item,
                                reason=record.pending_reason or record.reason, decision=record.decision,

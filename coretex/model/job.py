@@ -124,6 +124,8 @@ class JobRecord:
     """The run's attempt number of the step (the run retries steps; the job itself does not retry)."""
     step_item: int = -1
     """The ``for_each`` item this job handles (-1: none)."""
+    policy_max_retries: int = -1
+    """The policy's ``max_retries`` budget for this job (-1: none); a workflow caps step retries by it."""
     dry_run: int = 0
     """1: a dry run; the job is dispatched only to a worker that declares dry-run support for its topic."""
 

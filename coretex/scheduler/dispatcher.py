@@ -102,7 +102,8 @@ def publish(services: Services, dispatch: Dispatch, packet: buspacket_pb2.BusPac
         moved = services.jobs.transition(
             record.job_id, JobState.DISPATCHED, note=f"attempt {attempt} sent to pool {dispatch.pool}",
             limits=_concurrency_limits(services, dispatch, limits), attempts=attempt, pool=dispatch.pool,
-            timeout_s=budget.timeout_s, max_retries=budget.max_retries, pending_reason="", **dispatch.decision_fields(),
+            timeout_s=budget.timeout_s, max_retries=budget.max_retries, pending_reason="",
+            policy_max_retries=_policy_max_retries(dispatch), **dispatch.decision_fields(),
         )
     except ConcurrencyLimitError as exc:
         return _over_limit(services, dispatch, exc)
@@ -143,6 +144,13 @@ def stop_job(services: Services, dispatch: Dispatch, verdict: Verdict) -> JobSta
     else:
         services.jobs.transition(record.job_id, verdict.state, **changes)
     return verdict.state
+
+
+def _policy_max_retries(dispatch: Dispatch) -> int:
+    constraints = dispatch.constraints
+    if constraints is None or not constraints.HasField("budgets") or constraints.budgets.max_retries <= 0:
+        return -1  # proto3: 0 means "not set"
+    return int(constraints.budgets.max_retries)
 
 
 def _concurrency_limits(services: Services, dispatch: Dispatch, limits: Mapping[str, Any]) -> list[ActiveLimit]:

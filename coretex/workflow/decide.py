@@ -367,12 +367,14 @@ class _Decision:
         return self.run.schemas[uri]  # KeyError is a LookupError: "no such schema" to the validator
 
     def slot_failed(self, step: Step, slot: Slot, item: int | None, status: StepStatus, code: str, message: str,
-                    *, retryable: bool = True) -> None:
-        """An attempt ended badly: retry it after a backoff if the policy allows, else fail it."""
+                    *, retryable: bool = True, retry_cap: int = -1) -> None:
+        """An attempt ended badly: retry it after a backoff if the retry policy (and the safety
+        policy's ``max_retries`` budget, ``retry_cap``) allows, else fail it."""
         self.stop_timer(_timer("step_timeout", step.id, slot.attempt, item))
         slot.error_code, slot.error_message = code, message
         policy = step.retry
-        if (retryable and status is not StepStatus.CANCELLED and slot.attempt < policy.max_attempts
+        max_attempts = policy.max_attempts if retry_cap < 0 else min(policy.max_attempts, retry_cap + 1)
+        if (retryable and status is not StepStatus.CANCELLED and slot.attempt < max_attempts
                 and (not policy.retry_on or code in policy.retry_on)):
             delay = backoff_s(step, self.run.run_id, slot.attempt, item)
             slot.retry_pending, slot.retry_at = True, self.at + delay
@@ -516,13 +518,14 @@ def _on_job_result(d: _Decision, event: JobResult) -> bool:
     if slot.job_id != event.job_id or slot.attempt != event.attempt or slot.retry_pending:
         return False
     d.note("job_result", step.id, job_id=event.job_id, attempt=event.attempt, status=event.status,
-           **{k: v for k, v in (("item", event.item), ("output_ptr", event.output_ptr),
-                                ("error_code", event.error_code)) if v not in (None, "")})
+           **{k: v for k, v in (("item", event.item), ("output_ptr", event.output_ptr), ("decision", event.decision),
+                                ("rule_id", event.rule_id), ("error_code", event.error_code),
+                                ("error_message", event.error_message)) if v not in (None, "")})
     if event.status == "succeeded":
         d.slot_succeeded(step, slot, event.item, event)
     elif event.status == "timed_out":
         d.slot_failed(step, slot, event.item, StepStatus.TIMED_OUT, event.error_code or "timeout",
-                      event.error_message or "the job timed out")
+                      event.error_message or "the job timed out", retry_cap=event.retry_cap)
     elif event.status == "cancelled":
         d.slot_failed(step, slot, event.item, StepStatus.CANCELLED, "job_cancelled",
                       event.error_message or "the job was cancelled", retryable=False)
@@ -531,7 +534,7 @@ def _on_job_result(d: _Decision, event: JobResult) -> bool:
                       event.error_message or "denied by policy", retryable=False)
     else:
         d.slot_failed(step, slot, event.item, StepStatus.FAILED, event.error_code or "job_failed",
-                      event.error_message or "the job failed")
+                      event.error_message or "the job failed", retry_cap=event.retry_cap)
     return True
 
 

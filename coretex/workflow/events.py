@@ -44,6 +44,11 @@ class JobResult:
     error_message: str = ""
     simulated: bool = False
     """The output is a dry run's would-be dispatch, not a worker's."""
+    decision: str = ""
+    """The kernel's decision on the job (ALLOW, DENY ...) and its rule."""
+    rule_id: str = ""
+    retry_cap: int = -1
+    """The policy's max_retries budget for the job (-1: none): the step retries at most that often."""
 
 
 @dataclass(frozen=True)

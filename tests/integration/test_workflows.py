@@ -10,6 +10,7 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from coretex.model.job import JobState
 from coretex.model.schema import SchemaViolationError
 from coretex.services import Services
 from coretex.settings import load_settings
+from coretex.store.runs import RunLimitError
 from coretex.testing import ProcessStack, RedisServer, eventually, free_port, wait_for_port
 from coretex.workflow.run import Run, RunStatus, StepStatus
 
@@ -89,8 +91,14 @@ def _policies(target: Path) -> Path:
     shutil.copytree(REPO / "policies", target)
     (target / "tests.yaml").write_text(yaml.safe_dump({
         "version": 1, "default_decision": "deny",
-        "rules": [{"id": "deny-forbidden-workflows", "match": {"topics": ["workflow.forbidden-*"]},
-                   "decision": "deny", "reason": "forbidden workflows never start"}],
+        "rules": [
+            {"id": "deny-forbidden-workflows", "match": {"topics": ["workflow.forbidden-*"]},
+             "decision": "deny", "reason": "forbidden workflows never start"},
+            {"id": "no-dry-runs-of-guarded", "match": {"topics": ["job.flow.guarded"], "labels": {"dry_run": "true"}},
+             "decision": "deny", "reason": "guarded jobs are never simulated"},
+            {"id": "cap-retries", "match": {"topics": ["job.flow.capped"]}, "decision": "allow_with_constraints",
+             "reason": "capped jobs retry once", "constraints": {"budgets": {"max_retries": 1}}},
+        ],
     }))
     return target
 
@@ -442,6 +450,68 @@ def test_run_start_asks_the_kernel_and_dedupes_by_idempotency_key(flow: Flow) ->
     with pytest.raises(RunRefusedError, match="deny-forbidden-workflows"):
         flow.engine.start(TENANT, denied, {}, started_by="alice")
     assert flow.engine.runs.active_count(TENANT) == before  # nothing was written
+
+
+def test_policy_matches_dry_runs_and_budgets_cap_step_retries(flow: Flow) -> None:
+    dry = flow.wait(flow.start({"id": "guarded", "steps": [
+        {"id": "g", "type": "worker", "topic": "job.flow.guarded", "input": {}}]}, dry_run=True))
+    assert dry.status is RunStatus.FAILED
+    assert dry.steps["g"].error_code == "safety_denied"
+    assert [e.get("rule_id") for e in flow.timeline(dry.run_id) if e["type"] == "job_result"] == \
+        ["no-dry-runs-of-guarded"]
+
+    log = flow.log("capped")
+    capped = flow.wait(flow.start({"id": "capped", "steps": [
+        {"id": "c", "type": "worker", "topic": "job.flow.capped", "input": {"succeed_on": 5, "log": str(log)},
+         "retry": {"max_attempts": 5, "initial_backoff_sec": 0.2}}]}))
+    assert capped.status is RunStatus.FAILED
+    assert capped.steps["c"].attempt == 2  # the policy's max_retries budget of 1, not the step's 5 attempts
+    assert len(_lines(log, "try")) == 2
+
+
+def test_concurrent_duplicate_starts_create_one_run(flow: Flow) -> None:
+    workflow_id = flow.save({"id": "dupes", "steps": [{"id": "gate", "type": "approval", "approvers": ["ops"]}]})
+    with ThreadPoolExecutor(8) as pool:
+        receipts = list(pool.map(lambda _: flow.engine.start(TENANT, workflow_id, {}, started_by="alice",
+                                                             idempotency_key="same"), range(8)))
+    assert len({r.run_id for r in receipts}) == 1
+    assert sum(r.created for r in receipts) == 1
+
+
+def test_a_tenant_limit_on_concurrent_runs_refuses_more(flow: Flow) -> None:
+    tenant = "limited-" + uuid.uuid4().hex[:6]
+    flow.services.config.set("tenant", tenant, {"limits": {"max_concurrent_runs": 2}}, author="ops",
+                             message="two runs at once")
+    workflow_id = f"gate-{uuid.uuid4().hex[:6]}"
+    flow.engine.save_workflow(tenant, {"id": workflow_id, "steps": [
+        {"id": "gate", "type": "approval", "approvers": ["ops"]}]}, saved_by="author")
+    eventually(lambda: flow.services.live_config.section("limits", tenant).get("max_concurrent_runs") == 2,
+               timeout=10)
+    first = flow.engine.start(tenant, workflow_id, {}, started_by="alice")
+    flow.engine.start(tenant, workflow_id, {}, started_by="alice")
+    with pytest.raises(RunLimitError, match="limit 2"):
+        flow.engine.start(tenant, workflow_id, {}, started_by="alice")
+    flow.engine.cancel(tenant, first.run_id, by="alice")
+    flow.engine.start(tenant, workflow_id, {}, started_by="alice")  # a slot freed up
+
+
+def test_a_running_run_keeps_the_workflow_version_it_started_with(flow: Flow) -> None:
+    workflow_id = flow.save({"id": "versions", "steps": [
+        {"id": "gate", "type": "approval", "approvers": ["ops"]},
+        {"id": "v1", "type": "notify", "depends_on": ["gate"], "message": "one"}]})
+    run_id = flow.engine.start(TENANT, workflow_id, {}, started_by="alice").run_id
+    saved = flow.engine.save_workflow(TENANT, {"id": workflow_id, "steps": [
+        {"id": "gate", "type": "approval", "approvers": ["ops"]},
+        {"id": "v2", "type": "notify", "depends_on": ["gate"], "message": "two"}]}, saved_by="author")
+    assert saved.version == 2
+
+    flow.engine.decide_approval(TENANT, run_id, "gate", approver="bob", roles=["ops"], approve=True)
+
+    run = flow.wait(run_id)
+    assert run.workflow.version == 1 and set(run.steps) == {"gate", "v1"}
+    assert run.steps["v1"].output["message"] == "one"
+    newer = flow.engine.start(TENANT, workflow_id, {}, started_by="alice").run_id
+    assert set(flow.engine.get(TENANT, newer).steps) == {"gate", "v2"}
 
 
 def test_killing_the_control_worker_mid_run_loses_nothing(flow: Flow) -> None:

@@ -345,6 +345,17 @@ def test_quorum_reached_stops_the_expiry_timer() -> None:
 RETRY = {"max_attempts": 3, "initial_backoff_sec": 2, "multiplier": 3, "max_backoff_sec": 10}
 
 
+def test_the_policy_max_retries_budget_caps_step_retries() -> None:
+    driver = started([worker("a", retry={"max_attempts": 5, "initial_backoff_sec": 1})])
+    driver.apply(result(T0 + 1, "a", "failed", error_code="boom", retry_cap=1))
+    assert driver.run.steps["a"].retry_pending  # one retry is within the budget
+    driver.apply(TimerFired(T0 + 2, "retry:a:2"))
+    last = driver.apply(result(T0 + 3, "a", "failed", attempt=2, error_code="boom", retry_cap=1))
+    assert status(driver, "a") is StepStatus.FAILED and driver.run.steps["a"].attempt == 2
+    assert not of_type(last.commands, StartTimer)
+    assert run_status(driver) is RunStatus.FAILED
+
+
 def test_retry_with_exponential_capped_backoff_then_fail() -> None:
     driver = started([worker("a", retry=RETRY), worker("b", depends_on=["a"])])
     first = driver.apply(result(T0 + 1, "a", "failed", error_code="boom", error_message="kaput"))

@@ -30,6 +30,7 @@ def add(job: JobContext) -> Any:
     return {"v": job.input["n"] + 1}
 
 
+@worker.handler("job.flow.capped")  # the tests' policy gives this topic a max_retries budget of 1
 @worker.handler("job.flow.flaky")
 def flaky(job: JobContext) -> Any:
     """Fails with a transient error until it has been tried ``succeed_on`` times."""
