@@ -24,7 +24,7 @@ down:
 	@if [ -x $(BIN)/coretex ]; then $(BIN)/coretex down; else echo "nothing to stop (no .venv)"; fi
 
 RABBITMQ_URL ?= amqp://guest:guest@127.0.0.1:5672//
-BROKER_SUITES := tests/integration/test_e2e.py tests/integration/test_reliability.py tests/integration/test_approvals.py
+BROKER_SUITES := tests/integration/test_e2e.py tests/integration/test_reliability.py tests/integration/test_approvals.py tests/integration/test_workflows.py
 
 ## test: lint, the whole pytest suite (its own redis-server on a free port), then the broker-facing
 ## integration suites again on RabbitMQ when one answers at RABBITMQ_URL (state stays in Redis)

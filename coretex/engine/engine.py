@@ -63,6 +63,7 @@ RECONCILE_AFTER_S = 10.0
 """A run quiet for this long is checked against its jobs and overdue timers by the tick."""
 INLINE_DISPATCH_MAX = 2
 """A transition dispatching more jobs than this sends them through the control queue instead."""
+RECONCILE_SAMPLE = 100
 STUCK_SUBMIT_S = 20.0
 """A step's job still waiting for the scheduler this long, with no hold timer, lost its submit packet."""
 
@@ -297,10 +298,11 @@ class Engine:
 
     def reconcile(self, now: float, quiet_s: float = RECONCILE_AFTER_S) -> None:
         """Catch up quiet runs: timers past due (popped by a tick that died) and jobs that ended
-        without the run hearing of it."""
-        active = self.runs.active()
-        quiet = [r for r, at in self.runs.updated_at(active).items() if at < now - quiet_s]
-        for run_id in quiet[:200]:
+        without the run hearing of it. Each tick looks at a random sample of the active runs, so
+        thousands of runs waiting for approvals cost every tick the same."""
+        sample = self.runs.active(RECONCILE_SAMPLE)
+        quiet = [r for r, at in self.runs.updated_at(sample).items() if at < now - quiet_s]
+        for run_id in quiet:
             self._safely(run_id, lambda r=run_id: self._reconcile_run(r, now))
 
     def _reconcile_run(self, run_id: str, now: float) -> None:
