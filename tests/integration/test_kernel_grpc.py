@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent import futures
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -20,7 +21,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from coretex.agent.v1 import job_pb2, safety_pb2, safety_pb2_grpc
 from coretex.errors import ConfigError, KernelUnavailableError
 from coretex.kernel import KernelClient, KernelServer, build_kernel, build_server, serve
+from coretex.kernel.audit import DecisionAuditLog
 from coretex.settings import Settings, load_settings
+from coretex.store import connect
 from coretex.testing import RedisServer, eventually, free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -76,7 +79,7 @@ def stub(channel: grpc.Channel) -> safety_pb2_grpc.SafetyKernelStub:
 
 
 def req(topic: str, tenant: str = "default", **fields: object) -> safety_pb2.PolicyCheckRequest:
-    return safety_pb2.PolicyCheckRequest(job_id="job-1", topic=topic, tenant=tenant, **fields)
+    return safety_pb2.PolicyCheckRequest(**{"job_id": "job-1", **fields}, topic=topic, tenant=tenant)
 
 
 # --- decisions over the wire ------------------------------------------------------------------------
@@ -291,6 +294,81 @@ def test_client_calls_from_many_threads(kernel: KernelServer) -> None:
         with futures.ThreadPoolExecutor(max_workers=8) as pool:
             answers = list(pool.map(lambda i: client.check(req(f"job.t{i}")).decision, range(64)))
     assert answers == [ALLOW] * 64
+
+
+# --- every decision audited --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def audited_kernel(_redis: None) -> Iterator[tuple[KernelServer, DecisionAuditLog]]:
+    settings = kernel_settings(BASE_POLICIES)
+    server = build_kernel(settings, "127.0.0.1:0").start()
+    client = connect(settings)
+    yield server, DecisionAuditLog(client, settings)
+    server.stop(grace=0)
+    client.close()
+
+
+def test_each_check_is_audited_before_it_is_answered(
+    audited_kernel: tuple[KernelServer, DecisionAuditLog],
+) -> None:
+    kernel, audit = audited_kernel
+    with grpc.insecure_channel(kernel.address) as chan:
+        stub = safety_pb2_grpc.SafetyKernelStub(chan)
+        for i, topic in enumerate(["job.echo", "job.danger.rm", "other.topic"]):
+            answer = stub.Check(req(topic, job_id=f"seq-{i}"), timeout=5)
+            (newest,) = audit.read(1)  # already there when the answer arrives
+            assert (newest.job_id, newest.rule_id, newest.topic) == (f"seq-{i}", answer.rule_id, topic)
+            assert newest.decision == {ALLOW: "allow", DENY: "deny"}[answer.decision]
+        stub.Simulate(req("job.echo", job_id="simulated"), timeout=5)  # no side effects: not audited
+        stub.Explain(req("job.echo", job_id="explained"), timeout=5)
+    assert [r.job_id for r in audit.read(10)] == ["seq-2", "seq-1", "seq-0"]
+
+
+def test_concurrent_checks_are_each_audited_once_in_one_chain(
+    audited_kernel: tuple[KernelServer, DecisionAuditLog],
+) -> None:
+    kernel, audit = audited_kernel
+    threads, per_thread = 8, 40
+
+    def client(slot: int) -> dict[str, int]:
+        answered = {}
+        with grpc.insecure_channel(kernel.address) as chan:
+            stub = safety_pb2_grpc.SafetyKernelStub(chan)
+            for i in range(per_thread):
+                method = stub.Check if i % 2 else stub.Evaluate
+                job_id = f"c{slot}-{i}"
+                answered[job_id] = method(req("job.danger.rm" if i % 3 == 0 else "job.echo", job_id=job_id),
+                                          timeout=5).decision
+        return answered
+
+    with futures.ThreadPoolExecutor(max_workers=threads) as pool:
+        answered = {k: v for part in pool.map(client, range(threads)) for k, v in part.items()}
+    records = audit.read(1000)
+    assert len(records) == len(answered) == threads * per_thread
+    assert {r.job_id: r.decision for r in records} == {
+        job_id: "allow" if decision == ALLOW else "deny" for job_id, decision in answered.items()}
+    result = audit.verify()
+    assert (result.ok, result.checked) == (True, threads * per_thread)
+
+
+def test_check_fails_closed_when_its_audit_cannot_be_written(
+    audited_kernel: tuple[KernelServer, DecisionAuditLog],
+) -> None:
+    kernel, _ = audited_kernel
+    dead = replace(kernel_settings(BASE_POLICIES), redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    client = connect(dead)
+    kernel.service.audit = DecisionAuditLog(client, dead)
+    try:
+        with grpc.insecure_channel(kernel.address) as chan:
+            stub = safety_pb2_grpc.SafetyKernelStub(chan)
+            allow = stub.Check(req("job.echo"), timeout=5)
+            assert allow.decision == DENY and allow.reason.startswith("AUDIT_UNAVAILABLE")
+            deny = stub.Check(req("job.danger.rm"), timeout=5)
+            assert (deny.decision, deny.rule_id) == (DENY, "deny-destructive")  # a deny stays what it was
+            assert stub.Simulate(req("job.echo"), timeout=5).decision == ALLOW  # not audited: unaffected
+    finally:
+        client.close()
 
 
 def test_client_without_server_fails_closed_within_timeout() -> None:
