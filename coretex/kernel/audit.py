@@ -12,7 +12,8 @@ hash)``; the first record chains to :data:`GENESIS_HASH`. ``lua/audit_append_bat
 records only while the head is still the one the first of them was chained to, and moves the head
 in the same script, so writers in several kernel processes can never fork the chain (a loser
 re-chains to the new head and tries again). Within a process, concurrent appends are written
-together in one batch (group commit).
+together in one batch (group commit, :meth:`ChainedStream.append`): each caller spells its record
+once (:mod:`.chain_record`), and the writer of a batch only chains, hashes and makes one round trip.
 
 :meth:`ChainedStream.verify` walks the stream oldest first and recomputes every link. It starts
 at the oldest remaining record, taking its ``prev_hash`` as the anchor: records trimmed by MAXLEN
