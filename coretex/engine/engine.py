@@ -48,6 +48,7 @@ from coretex.workflow.events import (
     Rerun,
     Start,
     TimerFired,
+    event_from_dict,
     event_to_dict,
 )
 from coretex.workflow.run import STEP_ACTIVE, Run, StepStatus, new_run, run_from_dict, run_to_dict
@@ -171,6 +172,19 @@ class Engine:
         if stored.tenant != tenant:
             raise NotFoundError(f"run {run_id} not found")
         return self._run_of(stored)
+
+    def replay(self, tenant: str, run_id: str) -> Run:
+        """Rebuild the run from its event log alone (decide is deterministic): a postmortem tool,
+        and the proof that the log is complete. Equal to :meth:`get` for every committed run."""
+        current = self.get(tenant, run_id)
+        run = new_run(run_id, current.workflow, tenant=current.tenant, input=current.input,
+                      created_at=current.created_at, started_by=current.started_by, trace_id=current.trace_id,
+                      dry_run=current.dry_run, schemas=current.schemas, rerun_of=current.rerun_of,
+                      rerun_from=current.rerun_from, idempotency_key=current.idempotency_key)
+        for event in self.runs.events(run_id):
+            run = decide(run, event_from_dict(event)).run
+        run.version = current.version
+        return run
 
     def cancel(self, tenant: str, run_id: str, *, by: str, reason: str = "") -> Run:
         self.get(tenant, run_id)

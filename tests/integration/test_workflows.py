@@ -27,7 +27,7 @@ from coretex.services import Services
 from coretex.settings import load_settings
 from coretex.store.runs import RunLimitError
 from coretex.testing import ProcessStack, RedisServer, eventually, free_port, wait_for_port
-from coretex.workflow.run import Run, RunStatus, StepStatus
+from coretex.workflow.run import Run, RunStatus, StepStatus, run_to_dict
 
 pytestmark = pytest.mark.integration
 
@@ -172,6 +172,7 @@ def test_diamond_runs_branches_in_parallel_and_joins(flow: Flow) -> None:
         assert flow.services.jobs.get(entry["job_id"]).context_ptr == entry["input_ptr"]
     job = flow.services.jobs.get(run.steps["top"].job_id)
     assert (job.run_id, job.step_id, job.decision, job.trace_id) == (run_id, "top", "ALLOW", run.trace_id)
+    assert run_to_dict(flow.engine.replay(TENANT, run_id)) == run_to_dict(run)
 
 
 def test_approval_step_approved_by_a_quorum_of_others(flow: Flow) -> None:
@@ -537,3 +538,5 @@ def test_killing_the_control_worker_mid_run_loses_nothing(flow: Flow) -> None:
     counts = {f"s{i}": len(_lines(log, f"run s{i} ")) for i in range(50)}
     assert counts == {f"s{i}": 1 for i in range(50)}
     assert all(run.steps[f"s{i}"].attempt == 1 for i in range(50))
+    # the event log is complete: replaying it through decide() rebuilds exactly the stored run
+    assert run_to_dict(flow.engine.replay(TENANT, run_id)) == run_to_dict(run)
