@@ -51,7 +51,7 @@ lint: $(STAMP)
 ## bench: every benchmark in bench/, each printing ratios against raw Celery on the same Redis
 bench: $(STAMP)
 	@ls bench/*.py >/dev/null 2>&1 || { echo "no benchmarks yet"; exit 0; }; \
-	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	for b in bench/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 ## protos: regenerate coretex/agent/v1 from coretex/protocol/proto (a test fails on drift)
 protos: $(STAMP)

@@ -15,24 +15,19 @@ Targets (issue #4): governed throughput >= 50% of raw; governed p50 round trip <
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any, cast
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._stack import bench_stack  # noqa: E402
 from coretex.model.job import TERMINAL_STATES, JobMeta, JobState  # noqa: E402
-from coretex.processes import free_port, spawn_group, stop_group, wait_for_port  # noqa: E402
 from coretex.scheduler.submit import SubmitRequest, submit_job  # noqa: E402
 from coretex.services import Services  # noqa: E402
-from coretex.settings import load_settings  # noqa: E402
-from coretex.testing import ProcessStack, RedisServer  # noqa: E402
 
 TERMINAL = {s.value for s in TERMINAL_STATES}
 
@@ -91,40 +86,12 @@ def main() -> int:
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
 
-    with RedisServer() as redis_server, tempfile.TemporaryDirectory(prefix="coretex-bench-") as tmp:
-        namespace = "bench" + uuid.uuid4().hex[:6]
-        kernel_addr = f"127.0.0.1:{free_port()}"
-        env = {
-            "CORETEX_REDIS_URL": redis_server.url,
-            "CORETEX_NAMESPACE": namespace,
-            "CORETEX_KERNEL_ADDR": kernel_addr,
-            "CORETEX_CONFIG_DIR": str(REPO / "config"),
-            "CORETEX_POLICIES_DIR": str(REPO / "policies"),
-        }
-        stack = ProcessStack(env, Path(tmp) / "logs", cwd=REPO)
-        raw_env = {**stack.env, "BENCH_REDIS_URL": redis_server.url, "BENCH_RAW_QUEUE": namespace + ".raw"}
-        raw_worker = spawn_group(
-            [sys.executable, "-m", "celery", "-A", "bench._raw_app", "worker", "-c", "2", "-Q",
-             namespace + ".raw", "--loglevel", "WARNING"],
-            env=raw_env, log_path=Path(tmp) / "logs" / "raw.log", cwd=REPO,
-        )
-        os.environ.update({"BENCH_REDIS_URL": redis_server.url, "BENCH_RAW_QUEUE": namespace + ".raw"})
-        services = Services(load_settings({**env}))
-        try:
-            stack.start("kernel", "kernel", "--listen", kernel_addr)
-            stack.start("control", "control", "-c", "2", "--log-level", "warning")
-            stack.start("echo", "worker", "--pool", "echo", "--app", "examples.echo.worker:worker", "-c", "2",
-                        "--log-level", "warning")
-            wait_for_port(*kernel_addr.split(":")[0:1], int(kernel_addr.split(":")[1]), timeout=30)
-            # warm up both paths (worker start, connections, script loading)
-            raw(20, 5)
-            governed(services, 20, 5)
-            raw_tput, raw_lat = raw(args.jobs, args.latency_jobs)
-            gov_tput, gov_lat = governed(services, args.jobs, args.latency_jobs)
-        finally:
-            stack.stop_all()
-            stop_group(raw_worker.pid)
-            services.close()
+    with bench_stack("bench") as services:
+        # warm up both paths (worker start, connections, script loading)
+        raw(20, 5)
+        governed(services, 20, 5)
+        raw_tput, raw_lat = raw(args.jobs, args.latency_jobs)
+        gov_tput, gov_lat = governed(services, args.jobs, args.latency_jobs)
 
     raw_p50, gov_p50 = statistics.median(raw_lat), statistics.median(gov_lat)
     raw_p99 = statistics.quantiles(raw_lat, n=100)[98]

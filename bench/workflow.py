@@ -16,22 +16,17 @@ Targets (issue #5): linear <= 3x the chain's wall time; fan-out <= 3x the group'
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any, cast
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from coretex.processes import free_port, spawn_group, stop_group, wait_for_port  # noqa: E402
+from bench._stack import bench_stack  # noqa: E402
 from coretex.services import Services  # noqa: E402
-from coretex.settings import load_settings  # noqa: E402
-from coretex.testing import ProcessStack, RedisServer  # noqa: E402
 
 TENANT = "bench"
 ENDED = {"succeeded", "failed", "cancelled", "timed_out"}
@@ -100,43 +95,14 @@ def main() -> int:
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
 
-    with RedisServer() as redis_server, tempfile.TemporaryDirectory(prefix="coretex-bench-") as tmp:
-        namespace = "wfbench" + uuid.uuid4().hex[:6]
-        kernel_addr = f"127.0.0.1:{free_port()}"
-        env = {
-            "CORETEX_REDIS_URL": redis_server.url,
-            "CORETEX_NAMESPACE": namespace,
-            "CORETEX_KERNEL_ADDR": kernel_addr,
-            "CORETEX_CONFIG_DIR": str(REPO / "config"),
-            "CORETEX_POLICIES_DIR": str(REPO / "policies"),
-        }
-        stack = ProcessStack(env, Path(tmp) / "logs", cwd=REPO)
-        raw_env = {**stack.env, "BENCH_REDIS_URL": redis_server.url, "BENCH_RAW_QUEUE": namespace + ".raw"}
-        raw_worker = spawn_group(
-            [sys.executable, "-m", "celery", "-A", "bench._raw_app", "worker", "-c", "2", "-Q",
-             namespace + ".raw", "--loglevel", "WARNING"],
-            env=raw_env, log_path=Path(tmp) / "logs" / "raw.log", cwd=REPO,
-        )
-        os.environ.update({"BENCH_REDIS_URL": redis_server.url, "BENCH_RAW_QUEUE": namespace + ".raw"})
-        services = Services(load_settings(stack.env))
-        try:
-            stack.start("kernel", "kernel", "--listen", kernel_addr)
-            stack.start("control", "control", "-c", "2", "--log-level", "warning")
-            stack.start("beat", "beat", "--schedule-file", str(Path(tmp) / "beat-schedule"), "--log-level", "warning")
-            stack.start("echo", "worker", "--pool", "echo", "--app", "examples.echo.worker:worker", "-c", "2",
-                        "--log-level", "warning")
-            wait_for_port("127.0.0.1", int(kernel_addr.split(":")[1]), timeout=30)
-            linear_id = services.engine.save_workflow(TENANT, LINEAR, "bench").id
-            fan_id = services.engine.save_workflow(TENANT, FAN_OUT, "bench").id
-            items = {"items": list(range(100))}
-            raw_chain(2), raw_group(1), governed(services, linear_id, {}, 2), governed(services, fan_id, items, 1)
-            chain_t, group_t = raw_chain(args.repeat), raw_group(args.repeat)
-            linear_t = governed(services, linear_id, {}, args.repeat)
-            fan_t = governed(services, fan_id, items, args.repeat)
-        finally:
-            stack.stop_all()
-            stop_group(raw_worker.pid)
-            services.close()
+    with bench_stack("wfbench", beat=True) as services:
+        linear_id = services.engine.save_workflow(TENANT, LINEAR, "bench").id
+        fan_id = services.engine.save_workflow(TENANT, FAN_OUT, "bench").id
+        items = {"items": list(range(100))}
+        raw_chain(2), raw_group(1), governed(services, linear_id, {}, 2), governed(services, fan_id, items, 1)
+        chain_t, group_t = raw_chain(args.repeat), raw_group(args.repeat)
+        linear_t = governed(services, linear_id, {}, args.repeat)
+        fan_t = governed(services, fan_id, items, args.repeat)
 
     chain_m, group_m = statistics.median(chain_t), statistics.median(group_t)
     linear_m, fan_m = statistics.median(linear_t), statistics.median(fan_t)
