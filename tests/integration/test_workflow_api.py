@@ -540,3 +540,20 @@ def test_coretexctl_workflows_and_runs(api: Api, live_gateway: str, tmp_path: Pa
     assert _ctl(live_gateway, alice, "runs", "start", "gate", "--input", "{not json").exit_code == 2
     assert _ctl(live_gateway, alice, "runs", "get", "no-such-run").exit_code == 1
     assert _ctl(f"http://127.0.0.1:{free_port()}", alice, "runs", "list").exit_code == 3
+
+
+def test_cancelling_a_steps_job_through_the_jobs_api_reaches_its_run_at_once(api: Api) -> None:
+    workflow = api.save({"id": "one-job", "steps": [
+        {"id": "work", "type": "worker", "topic": "job.echo", "input": {"x": 1}},
+        {"id": "after", "type": "notify", "depends_on": ["work"], "message": "done"}]})
+    run_id = api.start(workflow["id"])
+    job_id = api.step(run_id, "work")["job_id"]
+    assert job_id  # created, waiting for a control worker (none runs here)
+
+    api.ok("POST", f"/api/v1/jobs/{job_id}/cancel", "alice", json={"reason": "not now"})
+
+    run = api.run(run_id)  # no tick, no control worker: the cancel route told the run itself
+    assert run["status"] == "failed"
+    work = next(s for s in run["steps"] if s["id"] == "work")
+    assert (work["status"], work["error"]["code"]) == ("cancelled", "job_cancelled")
+    assert next(s for s in run["steps"] if s["id"] == "after")["status"] == "blocked"

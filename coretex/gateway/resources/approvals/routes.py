@@ -77,7 +77,9 @@ def _decide(action: Callable[[Services, str, str, str], Approval], job_id: str, 
     principal = require_role(APPROVER_ROLES)
     services = current_services()
     _readable(services, job_id, principal)
-    return _view(action(services, job_id, principal.name, note))
+    decided = action(services, job_id, principal.name, note)
+    services.engine.job_changed(job_id)  # a workflow step parked on this job hears of it now
+    return _view(decided)
 
 
 def _readable(services: Services, job_id: str, principal: Principal) -> Approval:

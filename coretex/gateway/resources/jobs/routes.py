@@ -105,6 +105,7 @@ class Cancel(MethodView):
         services = current_services()
         record = _readable_job(services, job_id, principal)
         cancel_job(services, record.job_id, principal.name, body["reason"])
+        services.engine.job_changed(record.job_id)  # a workflow step running this job hears of it now
         return _job_view(services, services.jobs.get(job_id))
 
 
