@@ -242,11 +242,13 @@ class Engine:
         for command in commands:
             command_id = command.id
             try:
-                execute_command(self, run, command, inline=inline)
+                moved = execute_command(self, run, command, inline=inline)
             except StoreError as exc:  # the broker or Redis: the tick replays it
                 log.warning("run %s: command %s not executed yet: %s", run.run_id, command_id, exc)
                 continue
             done.append(command_id)
+            if moved:  # a job ended at once (denied, say): the rest must see the run as it is now
+                run = self._run_of(self.runs.load(run.run_id))
         self.runs.ack(run.run_id, done)
 
     def _run_of(self, stored: StoredRun) -> Run:
@@ -306,7 +308,7 @@ class Engine:
         """Fire due timers, replay stale outboxes, reconcile quiet runs. One failure never stops the rest."""
         for run_id, timer_id, _due in self.runs.pop_due_timers(now):
             self._safely(run_id, lambda r=run_id, t=timer_id: self.handle(r, TimerFired(at=now, timer_id=t)))
-        for run_id in self.runs.stale_outboxes(now - OUTBOX_REPLAY_AFTER_S):
+        for run_id in self.runs.stale_outboxes(now - OUTBOX_REPLAY_AFTER_S):  # replayed against the run as it is
             self._safely(run_id, lambda r=run_id: self.execute(self._run_of(self.runs.load(r))))
         self.reconcile(now)
 

@@ -25,7 +25,7 @@ from coretex.scheduler.packets import job_request_packet
 from coretex.scheduler.submit import InputTooLargeError, StepRef, SubmitRequest, submit_job
 from coretex.workflow.commands import CancelJob, Command, DispatchJob, EmitAlert, FinishRun
 from coretex.workflow.events import JobProgress, JobResult
-from coretex.workflow.run import Run
+from coretex.workflow.run import STEP_ACTIVE, Run, Slot
 
 if TYPE_CHECKING:
     from coretex.engine.engine import Engine
@@ -33,21 +33,42 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def execute_command(engine: Engine, run: Run, command: Command, *, inline: bool = False) -> None:
-    """Carry out ``command``; ``inline``: a job enters the dispatch pipeline in this process."""
+def execute_command(engine: Engine, run: Run, command: Command, *, inline: bool = False) -> bool:
+    """Carry out ``command`` for ``run`` as it stands now; ``inline``: a job enters the dispatch
+    pipeline in this process. True when doing so moved the run on (the caller reloads it)."""
     if isinstance(command, DispatchJob):
-        _dispatch(engine, run, command, inline)
-    elif isinstance(command, CancelJob):
+        return _dispatch(engine, run, command, inline)
+    if isinstance(command, CancelJob):
         _cancel(engine, run, command)
     elif isinstance(command, EmitAlert):
         _alert(engine, run, command)
     elif isinstance(command, FinishRun):
         log.info("run %s of workflow %s ended %s", run.run_id, run.workflow.id, command.status)
+    return False
 
 
-def _dispatch(engine: Engine, run: Run, command: DispatchJob, inline: bool) -> None:
-    if run.terminal:  # the run ended before this dispatch was carried out: never start its job
-        return
+def still_wanted(run: Run, command: DispatchJob) -> bool:
+    """Whether the run still waits for this job: it has not ended and the step (or item) is on the
+    command's attempt. A replayed or late dispatch of an abandoned attempt never starts a job."""
+    if run.terminal:
+        return False
+    state = run.steps.get(command.step_id)
+    if state is None:
+        return False
+    if command.item is None:
+        slot: Slot = state
+    elif state.items is not None and 0 <= command.item < len(state.items):
+        slot = state.items[command.item]
+    else:
+        return False
+    return (slot.status in STEP_ACTIVE and not slot.retry_pending and slot.job_id == command.job_id
+            and slot.attempt == command.attempt)
+
+
+def _dispatch(engine: Engine, run: Run, command: DispatchJob, inline: bool) -> bool:
+    if not still_wanted(run, command):
+        log.info("run %s: dispatch of %s attempt %s no longer wanted", run.run_id, command.step_id, command.attempt)
+        return False
     services = engine.services
     meta = command.meta
     request = SubmitRequest(
@@ -71,21 +92,24 @@ def _dispatch(engine: Engine, run: Run, command: DispatchJob, inline: bool) -> N
     except InputTooLargeError as exc:
         engine.handle(run.run_id, JobResult(_now(), command.step_id, command.attempt, command.job_id, "failed",
                                             item=command.item, error_code=exc.code, error_message=str(exc)))
-        return
+        return True
     if receipt.created and inline:
         state = dispatch_job(services, job_request_packet(services.jobs.get(receipt.job_id),
                                                           sender_id=services.settings.sender_id))
         if state in TERMINAL_STATES or state is JobState.APPROVAL_REQUIRED:
             engine.job_changed(receipt.job_id)  # denied, unroutable, a dry run recorded, parked
-        return
+            return True
+        return False
     if receipt.job_id != command.job_id:
         # The step's idempotency key matched an earlier job: the step follows that job.
         engine.handle(run.run_id, JobProgress(_now(), command.step_id, command.attempt, receipt.job_id, "attached",
                                               item=command.item, replaces=command.job_id))
         engine.job_changed(receipt.job_id)
-        return
+        return True
     if not receipt.created:  # a replay: the job exists and may even have ended already
         engine.job_changed(command.job_id)
+        return True
+    return False
 
 
 def _cancel(engine: Engine, run: Run, command: CancelJob) -> None:
