@@ -88,6 +88,10 @@ class Settings:
     """Name of this kernel in its status record; empty = ``<hostname>:<port>``: ``CORETEX_KERNEL_ID``."""
     kernel_metrics_addr: str | None = None
     """HOST:PORT where the kernel serves Prometheus metrics; unset = not served: ``CORETEX_KERNEL_METRICS_ADDR``."""
+    kernel_threads: int = 4
+    """Threads serving the kernel's RPCs: ``CORETEX_KERNEL_THREADS``. Decisions are Python work under
+    one GIL, so more threads add lock contention, not throughput (bench/kernel.py, 8 clients:
+    16 threads ~1,500 checks/s, 4 threads ~1,700-1,900/s); scale out with more kernel processes."""
 
     @property
     def control_queue(self) -> str:
@@ -170,6 +174,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         result_ttl_s=_int(env, "CORETEX_RESULT_TTL", 7 * 24 * 3600),
         lease_s=_float(env, "CORETEX_LEASE_S", 30.0),
         kernel_wait_s=_float(env, "CORETEX_KERNEL_WAIT_S", 60.0),
+        kernel_threads=_int(env, "CORETEX_KERNEL_THREADS", 4),
         idempotency_window_s=_int(env, "CORETEX_IDEMPOTENCY_WINDOW_S", 24 * 3600),
         sender_id=env.get("CORETEX_SENDER_ID") or f"coretex-{os.uname().nodename}-{os.getpid()}",
         artifacts=ArtifactConfig.from_env(env),

@@ -196,7 +196,8 @@ def build_kernel(settings: Settings, listen: str) -> KernelServer:
     last-known-good, else the kernel starts NOT READY. :meth:`KernelServer.start` starts the
     reload thread. Raise :class:`ConfigError` for a bad address or bad policy source settings.
     """
-    kernel = KernelServer(None, listen, service=SafetyKernelService(max_age_s=settings.policy_max_age_s))
+    kernel = KernelServer(None, listen, settings.kernel_threads,
+                          service=SafetyKernelService(max_age_s=settings.policy_max_age_s))
     client = connect(settings)
     kernel.service.audit = DecisionAuditLog(client, settings)
     try:
