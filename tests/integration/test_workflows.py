@@ -540,3 +540,31 @@ def test_killing_the_control_worker_mid_run_loses_nothing(flow: Flow) -> None:
     assert all(run.steps[f"s{i}"].attempt == 1 for i in range(50))
     # the event log is complete: replaying it through decide() rebuilds exactly the stored run
     assert run_to_dict(flow.engine.replay(TENANT, run_id)) == run_to_dict(run)
+
+
+def test_rerun_after_a_policy_change_asks_the_kernel_again(flow: Flow) -> None:
+    bundle = yaml.safe_dump({"version": 1, "default_decision": "deny", "rules": [
+        {"id": "freeze-adds", "match": {"topics": ["job.flow.add"], "labels": {"freeze": "on"}},
+         "decision": "deny", "reason": "change freeze"}]})
+    flow.services.config.put_policy_bundle("secops/freeze", bundle, "secops", "freeze adds", enabled=True)
+    document = {"id": "frozen", "steps": [
+        {"id": "add", "type": "worker", "topic": "job.flow.add", "input": {"n": 1},
+         "meta": {"labels": {"freeze": "on"}}}]}
+    workflow_id = flow.save(document)
+
+    def denied_run() -> Run | None:  # the kernel picks the bundle up within its reload interval
+        run = flow.wait(flow.engine.start(TENANT, workflow_id, {}, started_by="alice").run_id)
+        return run if run.steps["add"].error_code == "safety_denied" else None
+
+    first = eventually(denied_run, timeout=20, message="the freeze to reach the kernel")
+    assert first.status is RunStatus.FAILED
+
+    flow.services.config.set_policy_bundle_enabled("secops/freeze", False, "secops", "freeze over")
+
+    def allowed_rerun() -> Run | None:
+        run = flow.wait(flow.engine.rerun(TENANT, first.run_id, started_by="bob").run_id)
+        return run if run.status is RunStatus.SUCCEEDED else None
+
+    again = eventually(allowed_rerun, timeout=20, message="a rerun under the new policy to succeed")
+    assert again.rerun_of == first.run_id and again.steps["add"].output == {"v": 2}
+    assert flow.services.jobs.get(again.steps["add"].job_id).decision == "ALLOW"
