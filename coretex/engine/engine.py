@@ -24,10 +24,9 @@ from coretex.errors import CoretexError, NotFoundError, StoreError
 from coretex.model.canonical import canonical_json
 from coretex.model.job import JobRecord, JobState
 from coretex.model.schema import SchemaViolationError, find_violations, parse_schema_ref
-from coretex.scheduler.submit import InputTooLargeError, resend_submit
+from coretex.scheduler.submit import InputTooLargeError
 from coretex.services import Services
 from coretex.store.runs import RunConflictError, RunStore, StoredRun
-from coretex.store.timers import RETRY
 from coretex.store.workflows import SavedWorkflow, WorkflowStore
 from coretex.workflow.commands import (
     Command,
@@ -65,8 +64,6 @@ RECONCILE_AFTER_S = 10.0
 INLINE_DISPATCH_MAX = 2
 """A transition dispatching more jobs than this sends them through the control queue instead."""
 RECONCILE_SAMPLE = 100
-STUCK_SUBMIT_S = 20.0
-"""A step's job still waiting for the scheduler this long, with no hold timer, lost its submit packet."""
 
 _JOB_OUTCOMES = {
     JobState.SUCCEEDED: "succeeded", JobState.FAILED: "failed", JobState.TIMEOUT: "timed_out",
@@ -330,21 +327,15 @@ class Engine:
             slots = [state] if state.items is None else state.items
             for slot in slots:
                 if slot.status in STEP_ACTIVE and slot.job_id and not slot.retry_pending:
-                    self._reconcile_job(slot.job_id, now)
+                    self._reconcile_job(slot.job_id)
 
-    def _reconcile_job(self, job_id: str, now: float) -> None:
+    def _reconcile_job(self, job_id: str) -> None:
         try:
             record = self.services.jobs.get(job_id)
         except NotFoundError:
             return  # its dispatch command has not run yet: the outbox replay creates it
-        if record.state in (JobState.PENDING, JobState.SCHEDULED):
-            held = self.services.timers.is_scheduled(RETRY, job_id, record.attempts)
-            if not held and record.updated_at < now - STUCK_SUBMIT_S:
-                log.warning("job %s of run %s waited %.0fs for the scheduler; submitting it again", job_id,
-                            record.run_id, now - record.updated_at)
-                resend_submit(self.services, record)
-            return
-        self.job_changed(job_id, record)
+        if record.state not in (JobState.PENDING, JobState.SCHEDULED):  # (a lost submit: the scheduler's tick)
+            self.job_changed(job_id, record)
 
     def _safely(self, run_id: str, action: Any) -> None:
         try:

@@ -15,6 +15,7 @@ from coretex.model.job import TERMINAL_STATES, JobState
 from coretex.protocol.envelope import decode_packet
 from coretex.scheduler.cancel import REVOKE, fire_revoke
 from coretex.scheduler.dispatcher import dispatch_job
+from coretex.scheduler.lost_submits import resubmit_lost
 from coretex.scheduler.results import apply_result
 from coretex.scheduler.retries import fire_deadline, fire_retry, reap_lease
 from coretex.services import Services
@@ -73,7 +74,8 @@ def register_control_tasks(app: Celery, services: Callable[[], Services], *,
         changed(packet.job_result.job_id)  # also when the worker already wrote its success through
 
     def tick() -> None:
-        """Beat's housekeeping: due timers (retries, deadlines), expired leases, artifact retention."""
+        """Beat's housekeeping: due timers (retries, deadlines), expired leases, lost submits, artifact
+        retention, then the tick hook (the workflow engine's timers, outbox and reconcile)."""
         svc = services()
         now = time.time()
         svc.redis.set(f"{svc.settings.namespace}:beat:last_tick", repr(now), ex=60)
@@ -83,6 +85,7 @@ def register_control_tasks(app: Celery, services: Callable[[], Services], *,
         for lease in svc.leases.pop_expired(now):
             reap_lease(svc, lease.job_id, lease.attempt)
             changed(lease.job_id)
+        resubmit_lost(svc, now)
         if tick_hook is not None:
             try:
                 tick_hook(svc, now)

@@ -5,6 +5,8 @@ Keys:
     <ns>:job:<job_id>:events     stream  append-only history: from, to, at, reason (MAXLEN ~1000)
     <ns>:idem:<tenant>:<sha256(key)>  string  job id owning an idempotency key, for the dedupe window
     <ns>:active:<scope>          set     DISPATCHED and RUNNING jobs of a tenant, actor or pool (limits)
+    <ns>:jobs:undispatched       zset    PENDING and SCHEDULED jobs -> when they last entered that state:
+                                         the tick re-submits one whose submit packet was lost
 
 Transitions run in ``lua/job_transition.lua``: the lifecycle check and the write are one atomic
 step, so two processes racing to move a job can never both win.
@@ -64,6 +66,7 @@ class JobStore:
         self._ns = settings.namespace
         self._ttl = settings.result_ttl_s
         self._create = load_script(client, "job_create")
+        self._undispatched = f"{self._ns}:jobs:undispatched"
         self._transition = load_script(client, "job_transition")
 
     def _key(self, job_id: str) -> str:
@@ -92,7 +95,7 @@ class JobStore:
         idem = self._idem_key(record.tenant_id, idempotency_key) if idempotency_key else ""
         with redis_errors(f"create job {record.job_id}"):
             status, job_id = self._create(
-                keys=[self._key(record.job_id), self._events_key(record.job_id), idem],
+                keys=[self._key(record.job_id), self._events_key(record.job_id), idem, self._undispatched],
                 args=[
                     record.job_id,
                     json.dumps(_encode(record)),
@@ -141,7 +144,7 @@ class JobStore:
         extra = {k: _encode_value(k, v) for k, v in changes.items()}
         with redis_errors(f"move job {job_id} to {target}"):
             status, current, *rest = self._transition(
-                keys=[self._key(job_id), self._events_key(job_id)],
+                keys=[self._key(job_id), self._events_key(job_id), self._undispatched],
                 args=[target.value, repr(time.time()), note, json.dumps(allowed), json.dumps(extra),
                       HISTORY_MAXLEN, "" if attempt is None else str(attempt),
                       json.dumps([[self._active_key(lim.scope), -1 if lim.limit is None else lim.limit]
@@ -159,6 +162,21 @@ class JobStore:
         if status == "illegal":
             raise IllegalTransitionError(f"job {job_id}: {current} -> {target.value} is not allowed")
         return bool(status == "ok")
+
+    def undispatched(self, older_than: float, limit: int = 200) -> list[str]:
+        """PENDING or SCHEDULED jobs that entered that state before ``older_than``."""
+        with redis_errors("read undispatched jobs"):
+            return cast(list[str], self._r.zrangebyscore(self._undispatched, "-inf", repr(older_than),
+                                                         start=0, num=limit))
+
+    def touch_undispatched(self, job_id: str, now: float) -> None:
+        """Restart the wait clock of an undispatched job (it was just handed to the scheduler again)."""
+        with redis_errors(f"touch undispatched job {job_id}"):
+            self._r.zadd(self._undispatched, {job_id: now}, xx=True)
+
+    def forget_undispatched(self, job_id: str) -> None:
+        with redis_errors(f"forget undispatched job {job_id}"):
+            self._r.zrem(self._undispatched, job_id)
 
     def _active_key(self, scope: str) -> str:
         return f"{self._ns}:active:{scope}"

@@ -48,9 +48,11 @@ class TimerStore:
         with redis_errors(f"cancel {kind} timer of job {job_id}"):
             self._r.zrem(self._key, f"{kind}:{job_id}:{attempt}")
 
-    def is_scheduled(self, kind: str, job_id: str, attempt: int) -> bool:
+    def due(self, kind: str, job_id: str, attempt: int) -> float | None:
+        """When the timer fires, or None when there is no such timer."""
         with redis_errors(f"read {kind} timer of job {job_id}"):
-            return self._r.zscore(self._key, f"{kind}:{job_id}:{attempt}") is not None
+            score = self._r.zscore(self._key, f"{kind}:{job_id}:{attempt}")
+        return None if score is None else float(score)
 
     def pop_due(self, now: float, limit: int = 500) -> list[Timer]:
         with redis_errors("pop due timers"):

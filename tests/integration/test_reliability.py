@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ def env(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
         "CORETEX_CONFIG_DIR": str(_config(tmp / "config")),
         "CORETEX_POLICIES_DIR": str(REPO / "policies"),
         "CORETEX_LEASE_S": "2",
+        "CORETEX_LOST_SUBMIT_S": "3",
     }
     processes = ProcessStack(variables, tmp / "logs", cwd=REPO)
     processes.start("kernel", "kernel", "--listen", kernel_addr)
@@ -316,3 +318,19 @@ def test_a_jobs_own_max_retries_replaces_its_topics(env: Env) -> None:
 
     assert record.state is JobState.FAILED and record.attempts == 1 and record.max_retries == 0
     assert env.services.dlq.get(job_id).error_code == "handler_error"  # no retries were allowed
+
+
+def test_a_job_whose_submit_packet_was_lost_is_submitted_again(env: Env) -> None:
+    log = env.tmp / f"{uuid.uuid4().hex}.log"
+    log.touch()
+    meta = JobMeta(tenant_id="default")
+    # Created, but its packet never reaches the scheduler (as if the submitter died right after).
+    receipt = submit_job(env.services, SubmitRequest("job.flaky", {"succeed_on": 1, "log": str(log)}, meta),
+                         send=False)
+    assert env.services.jobs.get(receipt.job_id).state is JobState.PENDING
+
+    record = env.ended(receipt.job_id)
+
+    assert record.state is JobState.SUCCEEDED and record.attempts == 1
+    assert record.updated_at - record.created_at >= 3  # it waited out CORETEX_LOST_SUBMIT_S first
+    assert receipt.job_id not in env.services.jobs.undispatched(time.time() + 3600)

@@ -3,6 +3,7 @@
 -- KEYS[1]  <ns>:job:<job_id>                 hash    the job record
 -- KEYS[2]  <ns>:job:<job_id>:events          stream  the job's append-only history
 -- KEYS[3]  <ns>:idem:<tenant>:<key> or ""    string  job id owning the idempotency key
+-- KEYS[4]  <ns>:jobs:undispatched            zset    job id -> when it last waited for the scheduler
 -- ARGV[1]  job id
 -- ARGV[2]  JSON object of the record's fields (all values strings)
 -- ARGV[3]  TTL of record and history, seconds
@@ -33,4 +34,5 @@ redis.call("EXPIRE", KEYS[1], ARGV[3])
 redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[6], "*",
   "from", "", "to", fields["state"], "at", ARGV[5], "reason", "submitted")
 redis.call("EXPIRE", KEYS[2], ARGV[3])
+redis.call("ZADD", KEYS[4], ARGV[5], ARGV[1])
 return {"created", ARGV[1]}

@@ -2,6 +2,8 @@
 --
 -- KEYS[1]  <ns>:job:<job_id>          hash    the job record
 -- KEYS[2]  <ns>:job:<job_id>:events   stream  the job's append-only history
+-- KEYS[3]  <ns>:jobs:undispatched      zset    job id -> when it last waited for the scheduler: a
+--          move to PENDING or SCHEDULED (re)enters it, any other move leaves it
 -- ARGV[1]  target state
 -- ARGV[2]  now (seconds since epoch, as a string)
 -- ARGV[3]  reason recorded in the history
@@ -75,6 +77,11 @@ elseif ARGV[1] ~= "RUNNING" and leaving and leaving ~= "" and leaving ~= "[]" th
     redis.call("SREM", key, job_id)
   end
   redis.call("HSET", KEYS[1], "active_sets", "[]")
+end
+if ARGV[1] == "PENDING" or ARGV[1] == "SCHEDULED" then
+  redis.call("ZADD", KEYS[3], ARGV[2], job_id)
+else
+  redis.call("ZREM", KEYS[3], job_id)
 end
 redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[6], "*",
   "from", current, "to", ARGV[1], "at", ARGV[2], "reason", ARGV[3])
