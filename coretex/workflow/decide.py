@@ -51,8 +51,9 @@ from coretex.workflow.run import (
     StepStatus,
 )
 
-MAX_ITEMS = 10_000
-"""Most items a ``for_each`` may fan out to."""
+MAX_ITEMS = 1_000
+"""Most items a ``for_each`` may fan out to: every item lives in the run's state, which each
+transition reads and writes whole (a bigger fan-out belongs in a child workflow or a batch job)."""
 RUN_TIMEOUT = "run_timeout"
 _JOB_NAMESPACE = uuid.UUID("6f1c0b7e-2a55-4c7e-9a53-1f0e6f3c2d10")
 

@@ -937,3 +937,11 @@ def test_zero_backoff_retry_at_time_zero() -> None:
     assert run.timers == {"retry:a:2": 0.0}
     outcome = decide(run, TimerFired(0.0, "retry:a:2"))
     assert dispatched_steps(outcome.commands) == ["a"]
+
+
+def test_a_fan_out_over_too_many_items_fails_the_step_naming_the_limit() -> None:
+    driver = started([worker("each", for_each="input.items", input={"x": "${item}"})], {"items": list(range(1001))})
+    state = driver.run.steps["each"]
+    assert state.status is StepStatus.FAILED and state.error_code == "expression_error"
+    assert "at most 1000 items" in state.error_message and "of 1001" in state.error_message
+    assert run_status(driver) is RunStatus.FAILED
