@@ -11,6 +11,7 @@ import os
 from celery import Celery
 
 import celeryconfig
+from coretex.broker import guard_redis_channel_after_connection_loss
 from coretex.bus import register_serializer
 from coretex.engine.engine import Engine
 from coretex.scheduler.tasks import register_control_tasks
@@ -50,6 +51,7 @@ def _control_engine(services: Services) -> Engine:
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or load_settings()
     register_serializer()
+    guard_redis_channel_after_connection_loss()
     celery = Celery("coretex", set_as_current=False)
     celery.conf.update(celeryconfig.from_settings(settings))
     services = ProcessServices(settings, celery)

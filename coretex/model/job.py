@@ -124,6 +124,8 @@ class JobRecord:
     """The run's attempt number of the step (the run retries steps; the job itself does not retry)."""
     step_item: int = -1
     """The ``for_each`` item this job handles (-1: none)."""
+    dispatch_env: str = ""
+    """JSON of the JobRequest.env the current attempt was sent with (to send it again, unchanged)."""
     policy_max_retries: int = -1
     """The policy's ``max_retries`` budget for this job (-1: none); a workflow caps step retries by it."""
     dry_run: int = 0

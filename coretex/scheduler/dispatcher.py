@@ -18,7 +18,7 @@ from typing import Any
 from coretex.agent.v1 import buspacket_pb2
 from coretex.bus import EXECUTE_TASK, queue_depth, send_packet
 from coretex.kernel.wire import constraints_from_wire
-from coretex.model.job import JobState
+from coretex.model.job import JobRecord, JobState
 from coretex.policy.constraints import Sandbox
 from coretex.scheduler.approvals import is_approved, park_for_approval
 from coretex.scheduler.budgets import JobBudget, budget_for
@@ -29,6 +29,7 @@ from coretex.scheduler.packets import (
     REDACTION_LEVEL_ENV,
     SANDBOX_ENV,
     TIMEOUT_ENV,
+    job_request_packet,
 )
 from coretex.scheduler.pipeline import (
     Backpressure,
@@ -104,6 +105,7 @@ def publish(services: Services, dispatch: Dispatch, packet: buspacket_pb2.BusPac
             limits=_concurrency_limits(services, dispatch, limits), attempts=attempt, pool=dispatch.pool,
             timeout_s=budget.timeout_s, max_retries=budget.max_retries, pending_reason="",
             policy_max_retries=_policy_max_retries(dispatch), **dispatch.decision_fields(),
+            dispatch_env=json.dumps(dict(packet.job_request.env), sort_keys=True),
         )
     except ConcurrencyLimitError as exc:
         return _over_limit(services, dispatch, exc)
@@ -121,7 +123,18 @@ def publish(services: Services, dispatch: Dispatch, packet: buspacket_pb2.BusPac
         fail_attempt(services, record.job_id, attempt, code="broker_unavailable", retryable=True,
                      message=f"could not publish to pool {dispatch.pool}: {exc}")
         return services.jobs.get(record.job_id).state
+    services.jobs.forget_undispatched(record.job_id)  # sent: from here on the lease and deadline watch it
     return JobState.DISPATCHED
+
+
+def resend_execute(services: Services, record: JobRecord) -> None:
+    """Send a DISPATCHED attempt's message again, exactly as first sent: the process that moved the
+    job to DISPATCHED died before its send was confirmed (the tick notices). A message that did go
+    out makes this a duplicate delivery of the same attempt: at-least-once, applied once."""
+    packet = job_request_packet(record, sender_id=services.settings.sender_id)
+    packet.job_request.env.update(json.loads(record.dispatch_env or "{}"))
+    send_packet(services.app, EXECUTE_TASK, packet, queue=services.settings.pool_queue(record.pool),
+                task_id=f"{record.job_id}:{record.attempts}", time_limit_s=record.timeout_s or None)
 
 
 def stop_job(services: Services, dispatch: Dispatch, verdict: Verdict) -> JobState:

@@ -17,8 +17,10 @@ import yaml
 
 from coretex.errors import NotFoundError
 from coretex.model.job import JobMeta, JobRecord, JobState
+from coretex.scheduler import dispatcher
 from coretex.scheduler.cancel import cancel_job
 from coretex.scheduler.dlq_ops import retry_dead_letter
+from coretex.scheduler.packets import job_request_packet
 from coretex.scheduler.submit import SubmitRequest, submit_job
 from coretex.services import Services
 from coretex.settings import load_settings
@@ -334,3 +336,31 @@ def test_a_job_whose_submit_packet_was_lost_is_submitted_again(env: Env) -> None
     assert record.state is JobState.SUCCEEDED and record.attempts == 1
     assert record.updated_at - record.created_at >= 3  # it waited out CORETEX_LOST_SUBMIT_S first
     assert receipt.job_id not in env.services.jobs.undispatched(time.time() + 3600)
+
+
+class _Killed(BaseException):
+    """Stands for the dispatcher's process dying: nothing after it runs, not even except-Exception."""
+
+
+def test_a_job_dispatched_by_a_process_that_died_before_sending_it_still_runs(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = env.tmp / f"{uuid.uuid4().hex}.log"
+    log.touch()
+    receipt = submit_job(env.services, SubmitRequest("job.flaky", {"succeed_on": 1, "log": str(log)},
+                                                     JobMeta(tenant_id="default")), send=False)
+    record = env.services.jobs.get(receipt.job_id)
+
+    def die(*_args: object, **_kwargs: object) -> None:
+        raise _Killed
+
+    monkeypatch.setattr(dispatcher, "send_packet", die)
+    with pytest.raises(_Killed):
+        dispatcher.dispatch_job(env.services, job_request_packet(record, sender_id="test"))
+    monkeypatch.undo()
+    assert env.services.jobs.get(receipt.job_id).state is JobState.DISPATCHED  # and no message anywhere
+
+    ended = env.ended(receipt.job_id)
+
+    assert ended.state is JobState.SUCCEEDED and ended.attempts == 1  # the same attempt, sent again
+    assert len(log.read_text().splitlines()) == 1

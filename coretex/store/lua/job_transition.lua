@@ -2,8 +2,9 @@
 --
 -- KEYS[1]  <ns>:job:<job_id>          hash    the job record
 -- KEYS[2]  <ns>:job:<job_id>:events   stream  the job's append-only history
--- KEYS[3]  <ns>:jobs:undispatched      zset    job id -> when it last waited for the scheduler: a
---          move to PENDING or SCHEDULED (re)enters it, any other move leaves it
+-- KEYS[3]  <ns>:jobs:undispatched      zset    job id -> since when it waits to reach a worker: a
+--          move to PENDING, SCHEDULED or DISPATCHED (re)enters it (the dispatcher takes a job out
+--          once its message is sent), any other move leaves it
 -- ARGV[1]  target state
 -- ARGV[2]  now (seconds since epoch, as a string)
 -- ARGV[3]  reason recorded in the history
@@ -78,7 +79,7 @@ elseif ARGV[1] ~= "RUNNING" and leaving and leaving ~= "" and leaving ~= "[]" th
   end
   redis.call("HSET", KEYS[1], "active_sets", "[]")
 end
-if ARGV[1] == "PENDING" or ARGV[1] == "SCHEDULED" then
+if ARGV[1] == "PENDING" or ARGV[1] == "SCHEDULED" or ARGV[1] == "DISPATCHED" then
   redis.call("ZADD", KEYS[3], ARGV[2], job_id)
 else
   redis.call("ZREM", KEYS[3], job_id)
