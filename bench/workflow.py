@@ -7,7 +7,7 @@ Celery ``chain`` of 10 no-op tasks. Fan-out: one ``for_each`` step over 100 item
 of several repetitions. Both sides use worker concurrency 2 (the control worker also has 2).
 Absolute times on shared 2-core machines are noise: read the ratios.
 
-    python bench/workflow.py [--repeat 7] [--check]
+    python bench/workflow.py [--repeat 7] [--check] [--phases]
 
 Targets (issue #5): linear <= 3x the chain's wall time; fan-out <= 3x the group's.
 ``--check`` exits 1 when a target is missed. The last line is a one-line summary.
@@ -52,7 +52,8 @@ def wait_run(services: Services, run_id: str, timeout: float = 120.0) -> str:
     raise TimeoutError(f"run {run_id} did not finish")
 
 
-def governed(services: Services, workflow_id: str, input: Any, repeat: int) -> list[float]:
+def governed(services: Services, workflow_id: str, input: Any, repeat: int,
+             runs: list[str] | None = None) -> list[float]:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -60,7 +61,31 @@ def governed(services: Services, workflow_id: str, input: Any, repeat: int) -> l
         status = wait_run(services, run_id)
         times.append(time.perf_counter() - start)
         assert status == "succeeded", status
+        if runs is not None:
+            runs.append(run_id)
     return times
+
+
+PHASES = ("job created", "SCHEDULED", "DISPATCHED", "RUNNING", "SUCCEEDED", "run heard it")
+
+
+def step_phases(services: Services, run_ids: list[str]) -> dict[str, float]:
+    """Median milliseconds of each phase of a step, from the run timelines and job histories:
+    the run's dispatch -> job created -> SCHEDULED -> DISPATCHED -> RUNNING -> SUCCEEDED -> the
+    run's job_result entry."""
+    samples: dict[str, list[float]] = {name: [] for name in PHASES}
+    for run_id in run_ids:
+        timeline = services.engine.runs.timeline(run_id, limit=10_000).entries
+        dispatched = {e["step"]: float(e["at"]) for e in timeline if e["type"] == "dispatch"}
+        heard = {e["step"]: float(e["at"]) for e in timeline if e["type"] == "job_result"}
+        run = services.engine.get(TENANT, run_id)
+        for step_id, state in run.steps.items():
+            moves = {e["to"]: float(e["at"]) for e in services.jobs.history(state.job_id) if e["from"] != e["to"]}
+            marks = [dispatched[step_id], moves["PENDING"], moves["SCHEDULED"], moves["DISPATCHED"],
+                     moves["RUNNING"], moves["SUCCEEDED"], heard[step_id]]
+            for name, (before, after) in zip(PHASES, zip(marks, marks[1:], strict=False), strict=True):
+                samples[name].append((after - before) * 1000)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def raw_chain(repeat: int) -> list[float]:
@@ -93,7 +118,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--check", action="store_true")
+    parser.add_argument("--phases", action="store_true", help="also print where a linear step's time goes")
     args = parser.parse_args()
+    linear_runs: list[str] = []
 
     with bench_stack("wfbench", beat=True) as services:
         linear_id = services.engine.save_workflow(TENANT, LINEAR, "bench").id
@@ -101,8 +128,9 @@ def main() -> int:
         items = {"items": list(range(100))}
         raw_chain(2), raw_group(1), governed(services, linear_id, {}, 2), governed(services, fan_id, items, 1)
         chain_t, group_t = raw_chain(args.repeat), raw_group(args.repeat)
-        linear_t = governed(services, linear_id, {}, args.repeat)
+        linear_t = governed(services, linear_id, {}, args.repeat, linear_runs)
         fan_t = governed(services, fan_id, items, args.repeat)
+        phases = step_phases(services, linear_runs) if args.phases else {}
 
     chain_m, group_m = statistics.median(chain_t), statistics.median(group_t)
     linear_m, fan_m = statistics.median(linear_t), statistics.median(fan_t)
@@ -111,6 +139,9 @@ def main() -> int:
     print(f"workflow, 10 steps   median {linear_m * 1000:8.1f} ms   {linear_ratio:.2f}x the chain")
     print(f"raw group of 100     median {group_m * 1000:8.1f} ms")
     print(f"workflow, fan-out 100 median {fan_m * 1000:7.1f} ms   {fan_ratio:.2f}x the group")
+    if phases:
+        print("a linear step, median ms: " + ", ".join(f"-> {name} {ms:.2f}" for name, ms in phases.items())
+              + f" (sum {sum(phases.values()):.1f}; a raw chain task {chain_m * 100:.1f})")
     ok = linear_ratio <= 3.0 and fan_ratio <= 3.0
     print(f"workflow: linear {linear_m * 1000:.0f} ms = {linear_ratio:.2f}x chain {chain_m * 1000:.0f} ms "
           f"(target <= 3.00), fan-out {fan_m * 1000:.0f} ms = {fan_ratio:.2f}x group {group_m * 1000:.0f} ms "
