@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,7 @@ RECONCILE_AFTER_S = 10.0
 INLINE_DISPATCH_MAX = 2
 """A transition dispatching more jobs than this sends them through the control queue instead."""
 RECONCILE_SAMPLE = 100
+DEFINITION_CACHE_SIZE = 512
 
 _JOB_OUTCOMES = {
     JobState.SUCCEEDED: "succeeded", JobState.FAILED: "failed", JobState.TIMEOUT: "timed_out",
@@ -87,7 +89,8 @@ class Engine:
         reconcile submits again)."""
         self.runs = RunStore(services.redis, services.settings)
         self.workflows = WorkflowStore(services.redis, services.settings)
-        self._definitions: dict[tuple[str, str, int], Workflow] = {}
+        self._definitions: OrderedDict[tuple[str, str, int], Workflow] = OrderedDict()
+        """Parsed workflow versions (immutable once saved), least recently used first."""
 
     # -- workflow templates --------------------------------------------------------------------
 
@@ -99,10 +102,13 @@ class Engine:
 
     def workflow(self, tenant: str, workflow_id: str, version: int | None = None) -> Workflow:
         if version is not None and (cached := self._definitions.get((tenant, workflow_id, version))):
+            self._definitions.move_to_end((tenant, workflow_id, version))
             return cached
         saved = self.workflows.get(tenant, workflow_id, version)
         workflow = parse_workflow(saved.document)
         self._definitions[(tenant, workflow_id, saved.version)] = workflow
+        while len(self._definitions) > DEFINITION_CACHE_SIZE:
+            self._definitions.popitem(last=False)
         return workflow
 
     def _schema_exists(self, name: str) -> bool:

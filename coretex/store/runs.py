@@ -101,8 +101,7 @@ class RunStore:
             raw = cast(dict[str, str], self._r.hgetall(self._key(run_id)))
         if not raw:
             raise NotFoundError(f"run {run_id} not found")
-        return StoredRun(run_id, raw["tenant"], json.loads(raw["doc"]), int(raw["version"]),
-                         float(raw.get("updated_at") or 0))
+        return _stored(run_id, raw)
 
     def commit(
         self,
@@ -220,14 +219,26 @@ class RunStore:
             ids = cast(list[str], self._r.zrevrangebyscore(f"{self._ns}:runs:{tenant}",
                                                            "+inf" if before is None else f"({before!r}", "-inf",
                                                            start=0, num=limit))
-        runs = []
-        for run_id in ids:
-            try:
-                runs.append(self.load(run_id))
-            except NotFoundError:  # expired with its retention TTL
-                with redis_errors("prune run index"):
-                    self._r.zrem(f"{self._ns}:runs:{tenant}", run_id)
+        with redis_errors("list runs"):
+            pipe = self._r.pipeline(transaction=False)
+            for run_id in ids:
+                pipe.hgetall(self._key(run_id))
+            raws = cast(list[dict[str, str]], pipe.execute())
+        runs, expired = [], []
+        for run_id, raw in zip(ids, raws, strict=True):
+            if raw:
+                runs.append(_stored(run_id, raw))
+            else:  # expired with its retention TTL
+                expired.append(run_id)
+        if expired:
+            with redis_errors("prune run index"):
+                self._r.zrem(f"{self._ns}:runs:{tenant}", *expired)
         return runs
+
+
+def _stored(run_id: str, raw: Mapping[str, str]) -> StoredRun:
+    return StoredRun(run_id, raw["tenant"], json.loads(raw["doc"]), int(raw["version"]),
+                     float(raw.get("updated_at") or 0))
 
 
 def _stream_fields(entry: Mapping[str, Any]) -> dict[str, str]:
