@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from coretex.engine.errors import ApprovalRefusedError
+from coretex.engine.errors import ApprovalRefusedError, StepNotWaitingError
 from coretex.engine.executor import execute_command
 from coretex.engine.policy import check_run_start
 from coretex.engine.schemas import pin_schemas
@@ -25,7 +25,7 @@ from coretex.errors import CoretexError, NotFoundError, StoreError
 from coretex.model.canonical import canonical_json
 from coretex.model.job import JobRecord, JobState
 from coretex.model.schema import SchemaViolationError, find_violations, parse_schema_ref
-from coretex.scheduler.submit import InputTooLargeError
+from coretex.scheduler.submit import check_input_size
 from coretex.services import Services
 from coretex.store.runs import RunConflictError, RunStore, StoredRun
 from coretex.store.workflows import SavedWorkflow, WorkflowStore
@@ -195,11 +195,14 @@ class Engine:
 
     def decide_approval(self, tenant: str, run_id: str, step_id: str, *, approver: str, roles: Sequence[str],
                         approve: bool, reason: str = "") -> Run:
-        """Record an approver's decision on an approval step; refused with the reason when not allowed."""
+        """Record an approver's decision on an approval step. NotFoundError for no such step,
+        StepNotWaitingError when it is not waiting, ApprovalRefusedError (with why) for this approver."""
         run = self.get(tenant, run_id)
         problem = approval_problem(run, step_id, approver, tuple(roles))
         if problem is not None:
-            raise ApprovalRefusedError(problem)
+            error = {"no_step": NotFoundError, "not_waiting": StepNotWaitingError}.get(problem.kind,
+                                                                                  ApprovalRefusedError)
+            raise error(problem.message)
         return self.handle(run_id, Approval(at=time.time(), step_id=step_id, approver=approver, roles=tuple(roles),
                                             approve=approve, reason=reason))
 
@@ -359,12 +362,7 @@ class Engine:
         return pin_schemas(workflow, self.services.schemas) if workflow.schema_ids() else {}
 
     def _check_input(self, tenant: str, workflow: Workflow, input: Any, schemas: Mapping[str, Any]) -> None:
-        limit = (self.services.live_config.section("limits", tenant).get("max_input_bytes")
-                 or self.services.settings.max_input_bytes)
-        size = len(canonical_json(input).encode())
-        if size > limit:
-            raise InputTooLargeError(f"run input is {size} bytes of canonical JSON; tenant {tenant}'s limit is "
-                                     f"{limit} bytes")
+        check_input_size(self.services, tenant, input, what="run input")
         schema = workflow.input_schema
         if schema is None:
             return

@@ -15,3 +15,9 @@ class ApprovalRefusedError(CoretexError):
     """This approver may not decide this step (role, separation of duties, not waiting, twice)."""
 
     code = "approval_refused"
+
+
+class StepNotWaitingError(CoretexError):
+    """The approval step is not waiting for a decision (pending, decided, or its run ended)."""
+
+    code = "not_waiting"

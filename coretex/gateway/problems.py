@@ -39,7 +39,7 @@ from flask import Response, current_app, json
 from werkzeug.exceptions import HTTPException
 
 from coretex.engine.errors import ApprovalRefusedError as StepApprovalRefusedError
-from coretex.engine.errors import RunRefusedError
+from coretex.engine.errors import RunRefusedError, StepNotWaitingError
 from coretex.errors import (
     ConfigError,
     CoretexError,
@@ -143,6 +143,7 @@ _CORETEX_STATUS: tuple[tuple[type[CoretexError], int], ...] = (
     (ApprovalStaleError, 409),
     (ApprovalRefusedError, 403),
     (StepApprovalRefusedError, 403),
+    (StepNotWaitingError, 409),
     (RunRefusedError, 403),
     (InputTooLargeError, 413),
     (SchemaTooLargeError, 413),

@@ -66,7 +66,7 @@ class InputTooLargeError(CoretexError):
 def submit_job(services: Services, request: SubmitRequest, *, send: bool = True) -> SubmitReceipt:
     """Create the job and hand it to the scheduler. ``send=False``: the caller runs the dispatch
     pipeline itself, in-process (the workflow engine in a control worker)."""
-    _check_input_size(services, request)
+    check_input_size(services, request.meta.tenant_id, request.input)
     job_id = request.job_id or str(uuid.uuid4())
     trace_id = request.trace_id or uuid.uuid4().hex
     tenant = request.meta.tenant_id
@@ -118,12 +118,12 @@ def resend_submit(services: Services, record: JobRecord) -> None:
     send_packet(services.app, DISPATCH_TASK, packet, queue=services.settings.control_queue)
 
 
-def _check_input_size(services: Services, request: SubmitRequest) -> None:
-    tenant = request.meta.tenant_id
+def check_input_size(services: Services, tenant: str, value: Any, what: str = "input") -> None:
+    """Refuse ``value`` over the tenant's ``limits.max_input_bytes`` (canonical JSON); nothing is written."""
     limit = services.live_config.section("limits", tenant).get("max_input_bytes") or services.settings.max_input_bytes
-    size = len(canonical_json(request.input).encode())
+    size = len(canonical_json(value).encode())
     if size > limit:
-        raise InputTooLargeError(f"input is {size} bytes of canonical JSON; tenant {tenant}'s limit is {limit} bytes")
+        raise InputTooLargeError(f"{what} is {size} bytes of canonical JSON; tenant {tenant}'s limit is {limit} bytes")
 
 
 def _duplicate(services: Services, owner: str) -> SubmitReceipt:

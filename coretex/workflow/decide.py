@@ -82,20 +82,36 @@ def backoff_s(step: Step, run_id: str, attempt: int, item: int | None = None) ->
     return float(base * (1 + policy.jitter * fraction))
 
 
-def approval_problem(run: Run, step_id: str, approver: str, roles: tuple[str, ...]) -> str | None:
+@dataclass(frozen=True)
+class ApprovalProblem:
+    """Why an approver may not decide a step: ``no_step`` (no such approval step), ``not_waiting``
+    (not waiting for a decision now) or ``refused`` (role, separation of duties, deciding twice)."""
+
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def approval_problem(run: Run, step_id: str, approver: str, roles: tuple[str, ...]) -> ApprovalProblem | None:
     """Why ``approver`` may not decide approval step ``step_id`` now, or None if they may."""
     step = run.workflow.steps.get(step_id)
     state = run.steps.get(step_id)
     if step is None or state is None or step.type != "approval":
-        return f"run {run.run_id} has no approval step {step_id!r}"
+        return ApprovalProblem("no_step", f"run {run.run_id} has no approval step {step_id!r}")
     if state.status is not StepStatus.WAITING or run.terminal:
-        return f"step {step_id} is {state.status.value}, not waiting for approval"
+        where = f"; the run is {run.status.value}" if run.terminal else ""
+        return ApprovalProblem("not_waiting", f"step {step_id} is {state.status.value}, not waiting for approval"
+                                              f"{where}")
     if not set(roles) & set(step.approvers):
-        return f"step {step_id} needs an approver with one of the roles {', '.join(step.approvers)}"
+        return ApprovalProblem("refused", f"step {step_id} needs an approver with one of the roles "
+                                          f"{', '.join(step.approvers)}")
     if approver == run.started_by and not step.allow_self_approval:
-        return f"{approver} started run {run.run_id} and cannot approve its own step (separation of duties)"
+        return ApprovalProblem("refused", f"{approver} started run {run.run_id} and cannot approve its own step "
+                                          "(separation of duties)")
     if any(a["by"] == approver for a in state.approvals):
-        return f"{approver} already decided step {step_id}"
+        return ApprovalProblem("refused", f"{approver} already decided step {step_id}")
     return None
 
 

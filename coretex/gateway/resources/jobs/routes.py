@@ -35,7 +35,7 @@ from coretex.gateway.resources.jobs.schemas import (
     SubmitReceiptSchema,
     TransitionSchema,
 )
-from coretex.model.canonical import canonical_json
+from coretex.gateway.validators import refuse_oversized_input
 from coretex.model.job import JobMeta, JobRecord, JobState
 from coretex.scheduler.cancel import cancel_job
 from coretex.scheduler.packets import job_request_packet, policy_request
@@ -59,7 +59,7 @@ class Jobs(MethodView):
         """Submit a job; it enters the dispatch pipeline (policy check, routing) asynchronously."""
         principal = require_role(SUBMIT_ROLES)
         services = current_services()
-        _check_input_size(body["input"], services.settings.max_input_bytes)
+        refuse_oversized_input(body["input"], services.settings.max_input_bytes)
         receipt = submit_job(services, _submit_request(body, principal))
         status = 202 if receipt.created else 200
         return {"job_id": receipt.job_id, "trace_id": receipt.trace_id, "duplicate": not receipt.created}, status
@@ -164,13 +164,6 @@ def remediated_request(
     meta = replace(record.meta, actor_id=principal.name, idempotency_key=idempotency_key,
                    capability=remediation.replacement_capability or record.meta.capability, labels=labels)
     return SubmitRequest(remediation.replacement_topic or record.topic, payload, meta, idempotency_key)
-
-
-def _check_input_size(value: Any, limit: int) -> None:
-    size = len(canonical_json(value).encode())
-    if size > limit:
-        raise Problem(413, f"input is {size} bytes of canonical JSON; the limit is {limit} bytes",
-                      code="input_too_large", errors={"input": [f"larger than {limit} bytes"]})
 
 
 def _submit_request(body: dict[str, Any], principal: Principal) -> SubmitRequest:

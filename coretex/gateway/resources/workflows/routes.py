@@ -27,7 +27,7 @@ from coretex.gateway.resources.workflows.schemas import (
     WorkflowSummarySchema,
     WorkflowVersionsSchema,
 )
-from coretex.model.canonical import canonical_json
+from coretex.gateway.validators import refuse_oversized_input
 from coretex.model.schema import SchemaViolationError
 from coretex.store.workflows import SavedWorkflow
 
@@ -105,7 +105,7 @@ class WorkflowRuns(MethodView):
         """Start a run of a workflow (its latest version unless `version` is given)."""
         principal = require_role(SUBMIT_ROLES)
         services = current_services()
-        _check_input_size(body["input"], services.settings.max_input_bytes)
+        refuse_oversized_input(body["input"], services.settings.max_input_bytes)
         try:
             receipt = services.engine.start(
                 principal.tenant, workflow_id, body["input"], started_by=principal.name,
@@ -115,13 +115,6 @@ class WorkflowRuns(MethodView):
         except SchemaViolationError as exc:  # name the pointers as they sit in this request body
             raise Problem(422, str(exc), code=exc.code, errors=violation_errors(exc, prefix="/input")) from exc
         return {"run_id": receipt.run_id, "duplicate": not receipt.created}, 201 if receipt.created else 200
-
-
-def _check_input_size(value: Any, limit: int) -> None:
-    size = len(canonical_json(value).encode())
-    if size > limit:
-        raise Problem(413, f"input is {size} bytes of canonical JSON; the limit is {limit} bytes",
-                      code="input_too_large", errors={"input": [f"larger than {limit} bytes"]})
 
 
 def _workflow_view(saved: SavedWorkflow) -> dict[str, Any]:
