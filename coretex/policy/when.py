@@ -14,11 +14,9 @@ reports it and the evaluator fails closed (see :mod:`coretex.policy.evaluator`).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import celpy
 from celpy import Expression  # the parse tree type (a lark Tree); lark itself stays celpy's business
 from celpy.adapter import json_to_cel
 from celpy.celparser import CELParseError
@@ -26,13 +24,12 @@ from celpy.celtypes import BoolType
 from celpy.evaluation import CELEvalError
 
 from coretex.errors import PolicyError
+from coretex.model.cel import compiling, position
 from coretex.policy.request import REQUEST_FIELDS, PolicyRequest
 
 MAX_WHEN_CHARS = 4096
 """Longest accepted expression: keeps compile and evaluation time bounded."""
 
-_compile_lock = threading.Lock()
-_environment: celpy.Environment | None = None
 
 
 class WhenExpressionError(PolicyError):
@@ -47,14 +44,6 @@ class WhenResult:
 
     value: bool | None
     error: str = ""
-
-
-def _env() -> celpy.Environment:
-    # Built lazily: creating an Environment builds the CEL parser (and raises the recursion limit).
-    global _environment
-    if _environment is None:
-        _environment = celpy.Environment()
-    return _environment
 
 
 def _is_request(node: Any) -> bool:
@@ -75,10 +64,6 @@ def _unknown_request_field(tree: Expression[Any]) -> Any:
     return None
 
 
-def _position(line: int | None, column: int | None) -> str:
-    return f"line {line or '?'}, column {column or '?'}"
-
-
 @dataclass(frozen=True, slots=True)
 class WhenClause:
     """A compiled ``when`` expression. Equal when the source text is equal."""
@@ -91,19 +76,18 @@ class WhenClause:
         """Compile ``source``; raise :class:`WhenExpressionError` with the position of the problem."""
         if len(source) > MAX_WHEN_CHARS:
             raise WhenExpressionError(f"expression is longer than {MAX_WHEN_CHARS} characters")
-        with _compile_lock:
-            env = _env()
+        with compiling() as env:
             try:
                 ast = env.compile(source)
             except CELParseError as exc:
                 raise WhenExpressionError(
-                    f"expression {source!r} does not compile: syntax error at {_position(exc.line, exc.column)}"
+                    f"expression {source!r} does not compile: syntax error at {position(exc.line, exc.column)}"
                 ) from exc
             unknown = _unknown_request_field(ast)
             if unknown is not None:
                 raise WhenExpressionError(
                     f"expression {source!r} reads unknown field request.{unknown} at "
-                    f"{_position(unknown.line, unknown.column)} (fields: {', '.join(sorted(REQUEST_FIELDS))})"
+                    f"{position(unknown.line, unknown.column)} (fields: {', '.join(sorted(REQUEST_FIELDS))})"
                 )
             program = env.program(ast)
         return cls(source=source, _program=program)

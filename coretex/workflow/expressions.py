@@ -22,13 +22,11 @@ applied recursively through lists and maps. Every expression is compiled once (c
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import celpy
 from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.celparser import CELParseError
@@ -36,13 +34,12 @@ from celpy.evaluation import CELEvalError
 
 from coretex.errors import CoretexError
 from coretex.model.canonical import canonical_json
+from coretex.model.cel import compiling, position
 
 MAX_EXPRESSION_CHARS = 4096
 TEMPLATE = re.compile(r"\$\{((?:[^}\"']|\"[^\"]*\"|'[^']*')*)\}")
 """``${ ... }``; braces inside quoted CEL strings do not end the template."""
 
-_lock = threading.Lock()
-_environment: celpy.Environment | None = None
 
 
 class ExpressionError(CoretexError):
@@ -70,13 +67,6 @@ class Expression:
         return to_python(value)
 
 
-def _env() -> celpy.Environment:
-    global _environment
-    if _environment is None:
-        _environment = celpy.Environment()
-    return _environment
-
-
 @lru_cache(maxsize=4096)
 def compile_expression(source: str) -> Expression:
     """Compile ``source`` once; raise :class:`ExpressionError` naming the position of a syntax error."""
@@ -84,14 +74,12 @@ def compile_expression(source: str) -> Expression:
         raise ExpressionError(f"expression is longer than {MAX_EXPRESSION_CHARS} characters")
     if not source.strip():
         raise ExpressionError("expression is empty")
-    with _lock:
-        env = _env()
+    with compiling() as env:
         try:
             ast = env.compile(source)
         except CELParseError as exc:
             raise ExpressionError(
-                f"expression {source!r} does not compile: syntax error at line {exc.line or '?'}, "
-                f"column {exc.column or '?'}"
+                f"expression {source!r} does not compile: syntax error at {position(exc.line, exc.column)}"
             ) from None
         return Expression(source, env.program(ast, functions=STRING_FUNCTIONS))
 
