@@ -7,10 +7,12 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 from coretex.processes import free_port, spawn_group, stop_group, wait_for_port
 from coretex.services import Services
@@ -57,3 +59,18 @@ def bench_stack(prefix: str, *, beat: bool = False) -> Iterator[Services]:
             stack.stop_all()
             stop_group(raw_worker.pid)
             services.close()
+
+
+def wait_stream(services: Services, key: str, done: Callable[[dict[str, str]], str | None],
+                timeout: float = 120.0) -> str:
+    """Block on stream ``key`` (XREAD) until ``done`` returns something for an entry; return it."""
+    last = "0-0"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reply = cast(Any, services.redis.xread({key: last}, block=1000, count=100))
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                last = entry_id
+                if (found := done(fields)) is not None:
+                    return found
+    raise TimeoutError(f"{key}: nothing ended within {timeout:.0f}s")

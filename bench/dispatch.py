@@ -19,12 +19,11 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, cast
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._stack import bench_stack  # noqa: E402
+from bench._stack import bench_stack, wait_stream  # noqa: E402
 from coretex.model.job import TERMINAL_STATES, JobMeta, JobState  # noqa: E402
 from coretex.scheduler.submit import SubmitRequest, submit_job  # noqa: E402
 from coretex.services import Services  # noqa: E402
@@ -33,18 +32,9 @@ TERMINAL = {s.value for s in TERMINAL_STATES}
 
 
 def wait_terminal(services: Services, job_id: str, timeout: float = 60.0) -> str:
-    """Block on the job's history stream (XREAD) until it reaches a terminal state."""
+    """Block on the job's history stream until it reaches a terminal state."""
     key = f"{services.settings.namespace}:job:{job_id}:events"
-    last = "0-0"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        reply = cast(Any, services.redis.xread({key: last}, block=1000, count=20))
-        for _stream, entries in reply or []:
-            for entry_id, fields in entries:
-                last = entry_id
-                if fields.get("to") in TERMINAL:
-                    return str(fields["to"])
-    raise TimeoutError(f"job {job_id} did not finish")
+    return wait_stream(services, key, lambda fields: fields["to"] if fields.get("to") in TERMINAL else None, timeout)
 
 
 def governed(services: Services, jobs: int, latency_jobs: int) -> tuple[float, list[float]]:

@@ -20,12 +20,12 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._stack import bench_stack  # noqa: E402
+from bench._stack import bench_stack, wait_stream  # noqa: E402
 from coretex.services import Services  # noqa: E402
 
 TENANT = "bench"
@@ -38,18 +38,10 @@ FAN_OUT = {"id": "bench-fan-out", "steps": [
 
 
 def wait_run(services: Services, run_id: str, timeout: float = 120.0) -> str:
-    """Block on the run's timeline stream (XREAD) until the run ends; return its status."""
+    """Block on the run's timeline stream until the run ends; return its status."""
     key = f"{services.settings.namespace}:run:{run_id}:timeline"
-    last = "0-0"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        reply = cast(Any, services.redis.xread({key: last}, block=1000, count=100))
-        for _stream, entries in reply or []:
-            for entry_id, fields in entries:
-                last = entry_id
-                if fields.get("type") == "run_status" and fields.get("to") in ENDED:
-                    return str(fields["to"])
-    raise TimeoutError(f"run {run_id} did not finish")
+    return wait_stream(services, key, lambda fields: fields["to"] if fields.get("type") == "run_status"
+                       and fields.get("to") in ENDED else None, timeout)
 
 
 def governed(services: Services, workflow_id: str, input: Any, repeat: int,

@@ -188,14 +188,8 @@ class Stack:
             return False
         job_id = submitted["job_id"]
         self.console.print(f"submitted echo job [bold]{job_id}[/bold]")
-        deadline = time.monotonic() + 60
-        job: dict[str, Any] = {}
-        with self.console.status("waiting for the echo job"):
-            while time.monotonic() < deadline:
-                _, job = _http(env, "GET", f"/api/v1/jobs/{job_id}")
-                if job.get("state") in {"SUCCEEDED", "FAILED", "DENIED", "CANCELLED", "TIMEOUT"}:
-                    break
-                time.sleep(0.2)
+        job = self._until(env, f"/api/v1/jobs/{job_id}", "state",
+                          {"SUCCEEDED", "FAILED", "DENIED", "CANCELLED", "TIMEOUT"}, "waiting for the echo job")
         if job.get("state") != "SUCCEEDED":
             self.console.print(f"[red]demo job ended {job.get('state', 'UNKNOWN')}[/red]: {json.dumps(job)}")
             self.console.print(f"logs: {self.logs}")
@@ -219,14 +213,8 @@ class Stack:
             return False
         run_id = started["run_id"]
         self.console.print(f"started run [bold]{run_id}[/bold] of workflow {document['id']} v{saved['version']}")
-        deadline = time.monotonic() + 60
-        run: dict[str, Any] = {}
-        with self.console.status("waiting for the demo workflow"):
-            while time.monotonic() < deadline:
-                _, run = _http(env, "GET", f"/api/v1/runs/{run_id}")
-                if run.get("status") in {"succeeded", "failed", "cancelled", "timed_out"}:
-                    break
-                time.sleep(0.2)
+        run = self._until(env, f"/api/v1/runs/{run_id}", "status", {"succeeded", "failed", "cancelled", "timed_out"},
+                          "waiting for the demo workflow")
         steps = ", ".join(f"{s['id']} {s['status']}" for s in run.get("steps", []))
         if run.get("status") != "succeeded":
             self.console.print(f"[red]demo workflow ended {run.get('status', 'UNKNOWN')}[/red]: {steps}")
@@ -235,6 +223,19 @@ class Stack:
         self.console.print(f"[green]demo workflow SUCCEEDED[/green] ({steps}); output:")
         self.console.print_json(json.dumps(run["output"]))
         return True
+
+    def _until(self, env: dict[str, str], path: str, field: str, ended: set[str], doing: str,
+               timeout: float = 60) -> dict[str, Any]:
+        """GET ``path`` until its ``field`` is one of ``ended`` (or ``timeout`` runs out); the last answer."""
+        deadline = time.monotonic() + timeout
+        answer: dict[str, Any] = {}
+        with self.console.status(doing):
+            while time.monotonic() < deadline:
+                _, answer = _http(env, "GET", path)
+                if answer.get(field) in ended:
+                    break
+                time.sleep(0.2)
+        return answer
 
     def _print_urls(self, env: dict[str, str]) -> None:
         base = f"http://{env['CORETEX_GATEWAY_ADDR']}"

@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -313,9 +313,9 @@ class Engine:
     def tick(self, now: float) -> None:
         """Fire due timers, replay stale outboxes, reconcile quiet runs. One failure never stops the rest."""
         for run_id, timer_id, _due in self.runs.pop_due_timers(now):
-            self._safely(run_id, lambda r=run_id, t=timer_id: self.handle(r, TimerFired(at=now, timer_id=t)))
-        for run_id in self.runs.stale_outboxes(now - OUTBOX_REPLAY_AFTER_S):  # replayed against the run as it is
-            self._safely(run_id, lambda r=run_id: self.execute(self._run_of(self.runs.load(r))))
+            self._safely(run_id, self.handle, run_id, TimerFired(at=now, timer_id=timer_id))
+        for run_id in self.runs.stale_outboxes(now - OUTBOX_REPLAY_AFTER_S):
+            self._safely(run_id, self._replay_outbox, run_id)
         self.reconcile(now)
 
     def reconcile(self, now: float, quiet_s: float = RECONCILE_AFTER_S) -> None:
@@ -325,7 +325,7 @@ class Engine:
         sample = self.runs.active(RECONCILE_SAMPLE)
         quiet = [r for r, at in self.runs.updated_at(sample).items() if at < now - quiet_s]
         for run_id in quiet:
-            self._safely(run_id, lambda r=run_id: self._reconcile_run(r, now))
+            self._safely(run_id, self._reconcile_run, run_id, now)
 
     def _reconcile_run(self, run_id: str, now: float) -> None:
         run = self._run_of(self.runs.load(run_id))
@@ -346,9 +346,13 @@ class Engine:
         if record.state not in (JobState.PENDING, JobState.SCHEDULED):  # (a lost submit: the scheduler's tick)
             self.job_changed(job_id, record)
 
-    def _safely(self, run_id: str, action: Any) -> None:
+    def _replay_outbox(self, run_id: str) -> None:
+        """Execute what a crash left unacknowledged, against the run as it is now."""
+        self.execute(self._run_of(self.runs.load(run_id)))
+
+    def _safely(self, run_id: str, action: Callable[..., object], *args: Any) -> None:
         try:
-            action()
+            action(*args)
         except NotFoundError:
             log.info("run %s is gone (expired); nothing to do", run_id)
         except CoretexError as exc:

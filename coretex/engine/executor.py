@@ -90,7 +90,7 @@ def _dispatch(engine: Engine, run: Run, command: DispatchJob, inline: bool) -> b
     try:
         receipt = submit_job(services, request, send=not inline)
     except InputTooLargeError as exc:
-        engine.handle(run.run_id, JobResult(_now(), command.step_id, command.attempt, command.job_id, "failed",
+        engine.handle(run.run_id, JobResult(time.time(), command.step_id, command.attempt, command.job_id, "failed",
                                             item=command.item, error_code=exc.code, error_message=str(exc)))
         return True
     if receipt.created and inline:
@@ -102,7 +102,7 @@ def _dispatch(engine: Engine, run: Run, command: DispatchJob, inline: bool) -> b
         return False
     if receipt.job_id != command.job_id:
         # The step's idempotency key matched an earlier job: the step follows that job.
-        engine.handle(run.run_id, JobProgress(_now(), command.step_id, command.attempt, receipt.job_id, "attached",
+        engine.handle(run.run_id, JobProgress(time.time(), command.step_id, command.attempt, receipt.job_id, "attached",
                                               item=command.item, replaces=command.job_id))
         engine.job_changed(receipt.job_id)
         return True
@@ -125,7 +125,3 @@ def _alert(engine: Engine, run: Run, command: EmitAlert) -> None:
                           component=f"workflow/{run.workflow.id}", level=command.level)
     packet.trace_id = run.trace_id
     publish_alert(services.redis, services.settings.namespace, packet)
-
-
-def _now() -> float:
-    return time.time()
