@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from google.protobuf.message import Message
+from kombu.serialization import dumps
 
 from coretex.agent.v1 import alert_pb2, buspacket_pb2, heartbeat_pb2, job_pb2
+from coretex.bus import SERIALIZER, register_serializer
 from coretex.errors import EnvelopeError
 from coretex.protocol import (
     CONTENT_TYPE,
@@ -149,11 +151,17 @@ def test_golden_heartbeat_fields() -> None:
     assert dict(heartbeat.labels) == {"region": "us-east-1a", "runtime": "cpu"}
 
 
-def test_constants() -> None:
-    assert PROTOCOL_VERSION == 1
-    assert CONTENT_TYPE == "application/x-cap+protobuf"
+def test_every_payload_of_the_cap_oneof_is_a_known_kind() -> None:
     oneof = buspacket_pb2.BusPacket.DESCRIPTOR.oneofs_by_name["payload"]
     assert set(PAYLOAD_KINDS) == {field.name for field in oneof.fields}
+
+
+def test_packets_travel_as_bare_bytes_under_the_cap_content_type() -> None:
+    register_serializer()
+    data = encode_packet(new_packet(sender_id="s1", heartbeat=heartbeat_pb2.Heartbeat(worker_id="w1")))
+    content_type, encoding, body = dumps(((data,), {}, {}), serializer=SERIALIZER)
+    assert (content_type, encoding, body) == (CONTENT_TYPE, "binary", data)
+    assert content_type == "application/x-cap+protobuf"  # the name CAP peers look for (cap-v2-spec)
 
 
 # ---------------------------------------------------------------- round trips
