@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from workflow_support import TENANT, WorkflowStack, lines
 
-from coretex.engine.engine import Engine
 from coretex.errors import CoretexError, NotFoundError
 from coretex.model.job import JobRecord, JobState
 from coretex.scheduler.submit import InputTooLargeError
@@ -37,7 +37,6 @@ from coretex.workflow.run import Run, RunStatus, StepStatus, run_to_dict
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-TENANT = "acme"
 LEASE_S = 4
 T = TypeVar("T")
 
@@ -82,28 +81,9 @@ def _pings(client: Any) -> bool:
 
 
 @dataclass
-class Chaos:
-    processes: ProcessStack
-    services: Services
+class Chaos(WorkflowStack):
     redis: DurableRedis
-    tmp: Path
     generation: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def engine(self) -> Engine:
-        return self.services.engine
-
-    # -- workflows and runs ------------------------------------------------------------------------
-
-    def save(self, document: dict[str, Any]) -> str:
-        workflow_id = f"{document['id']}-{uuid.uuid4().hex[:6]}"
-        self.engine.save_workflow(TENANT, {**document, "id": workflow_id}, saved_by="author")
-        return workflow_id
-
-    def start(self, document: dict[str, Any], input: Any = None, **kwargs: Any) -> str:
-        workflow_id = self.save(document)
-        return self.engine.start(TENANT, workflow_id, input if input is not None else {}, started_by="alice",
-                                 **kwargs).run_id
 
     def run(self, run_id: str) -> Run:
         return self.engine.get(TENANT, run_id)
@@ -136,16 +116,10 @@ class Chaos:
         for name in self.processes.procs:
             print(f"---- {name} log ----\n{self.processes.log(name)[-3000:]}")
 
-    def timeline(self, run_id: str) -> list[dict[str, Any]]:
-        return self.engine.runs.timeline(run_id, limit=10_000).entries
 
     def job(self, job_id: str) -> JobRecord:
         return self.services.jobs.get(job_id)
 
-    def log(self, name: str) -> Path:
-        path = self.tmp / f"{name}-{uuid.uuid4().hex[:6]}.log"
-        path.touch()
-        return path
 
     @staticmethod
     def eventually(probe: Callable[[], T | None], *, timeout: float, message: str) -> T:
@@ -217,7 +191,7 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
     }
     processes = ProcessStack(env, tmp / "logs", cwd=REPO)
     services = Services(load_settings(processes.env))
-    chaos = Chaos(processes, services, server, tmp)
+    chaos = Chaos(processes, services, tmp, server)
     try:
         processes.start("kernel", "kernel", "--listen", kernel_addr)
         processes.start("control", "control", "-c", "2")
@@ -229,10 +203,6 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
         processes.stop_all()
         services.close()
         server.close()
-
-
-def _lines(path: Path, prefix: str) -> list[str]:
-    return [line for line in path.read_text().splitlines() if line.startswith(prefix)]
 
 
 def _results(chaos: Chaos, run_id: str, step: str) -> list[tuple[int, str, str]]:
@@ -272,7 +242,7 @@ def test_killed_pack_worker_fails_the_attempt_and_the_run_retries_or_fails_the_s
     first = {r: job_id_for(r, "work", 1) for r in (retried, doomed)}
     chaos.eventually(lambda: all(chaos.job(j).state is JobState.RUNNING for j in first.values()), timeout=45,
                      message="both first attempts to run")
-    assert len(_lines(log, "start retry ")) == 1 and len(_lines(log, "start once ")) == 1
+    assert len(lines(log, "start retry ")) == 1 and len(lines(log, "start once ")) == 1
 
     killed_at = time.time()
     pid = chaos.kill("chaos")
@@ -315,9 +285,9 @@ def test_killed_pack_worker_fails_the_attempt_and_the_run_retries_or_fails_the_s
     assert run.steps["work"].attempt == 2 and run.steps["work"].job_id == second
     assert run.steps["after"].output == {"v": 3}
     assert _results(chaos, retried, "work") == [(1, "failed", "worker_lost"), (2, "succeeded", "")]
-    assert len(_lines(log, "start retry ")) == 2 and len(_lines(log, "finish retry ")) == 1
-    assert len(_lines(log, "start after ")) == 1
-    assert not _lines(log, "start never ")
+    assert len(lines(log, "start retry ")) == 2 and len(lines(log, "finish retry ")) == 1
+    assert len(lines(log, "start after ")) == 1
+    assert not lines(log, "start never ")
     assert chaos.job(second).attempts == 1  # the new job ran once, on the new worker
     assert not chaos.job(second).worker_id.endswith(f"-{pid}")
     _assert_settled(chaos, run)
@@ -353,7 +323,7 @@ def test_redis_restart_mid_run_completes_with_each_step_executed_once(chaos: Cha
     assert run.steps["pause"].finished_at - run.steps["pause"].started_at >= 5
     dead = [name for name, proc in chaos.processes.procs.items() if proc.poll() is not None]
     assert not dead, f"{dead} exited after the Redis restart (see the xfail test below)"
-    counts = {f"s{i}": (len(_lines(log, f"start s{i} ")), len(_lines(log, f"finish s{i} "))) for i in range(6)}
+    counts = {f"s{i}": (len(lines(log, f"start s{i} ")), len(lines(log, f"finish s{i} "))) for i in range(6)}
     assert counts == {f"s{i}": (1, 1) for i in range(6)}
     assert all(run.steps[f"s{i}"].attempt == 1 for i in range(6))
     _assert_settled(chaos, run)
@@ -372,7 +342,7 @@ def test_pack_worker_survives_a_redis_restart_while_a_step_runs(chaos: Chaos) ->
     ]})
     worker = chaos.processes.procs[chaos.current("chaos")]
     try:
-        chaos.eventually(lambda: _lines(log, "start busy "), timeout=45, message="the busy step to start")
+        chaos.eventually(lambda: lines(log, "start busy "), timeout=45, message="the busy step to start")
 
         chaos.redis.restart()
 
@@ -380,7 +350,7 @@ def test_pack_worker_survives_a_redis_restart_while_a_step_runs(chaos: Chaos) ->
         assert not exited, f"the pack worker exited (status {worker.returncode}) after the Redis restart"
         run = chaos.wait(run_id, timeout=60, expect=RunStatus.SUCCEEDED)
         assert run.steps["next"].output == {"v": 3}
-        assert len(_lines(log, "finish busy ")) >= 1 and len(_lines(log, "start next ")) == 1
+        assert len(lines(log, "finish busy ")) >= 1 and len(lines(log, "start next ")) == 1
     finally:
         if worker.poll() is not None:  # keep the module's stack whole for the tests that follow
             chaos.kill("chaos")
@@ -408,7 +378,7 @@ def test_control_worker_killed_during_fan_out_runs_every_item_once_in_order(chao
          "input": {"index": "${index}", "value": "${item}", "tag": "${index}", "sleep": 0.3, "log": str(log)}},
         {"id": "sum", "type": "condition", "depends_on": ["each"], "expression": "size(steps.each.output) == 20"},
     ]}, {"values": values})
-    chaos.eventually(lambda: len(_lines(log, "item")) >= 6, timeout=45, message="a few items to run")
+    chaos.eventually(lambda: len(lines(log, "item")) >= 6, timeout=45, message="a few items to run")
 
     chaos.kill("control")
     mid = chaos.run(run_id)
@@ -420,7 +390,7 @@ def test_control_worker_killed_during_fan_out_runs_every_item_once_in_order(chao
     run = chaos.wait(run_id, timeout=120, expect=RunStatus.SUCCEEDED)
     assert run.steps["each"].output == [{"index": i, "double": 2 * v} for i, v in enumerate(values)]
     assert run.steps["sum"].output is True
-    counts = {i: len(_lines(log, f"item {i} ")) for i in range(20)}
+    counts = {i: len(lines(log, f"item {i} ")) for i in range(20)}
     assert counts == {i: 1 for i in range(20)}
     items = run.steps["each"].items
     assert items is not None and all(i.attempt == 1 and i.status is StepStatus.SUCCEEDED for i in items)
@@ -449,7 +419,7 @@ def test_cancel_racing_the_last_steps_completion_never_leaves_a_run_or_job_behin
     outcomes = []
     rounds = 8
     for round_ in range(rounds):
-        finished = len(_lines(log, "finish l "))
+        finished = len(lines(log, "finish l "))
         run_id = chaos.engine.start(TENANT, workflow_id, {}, started_by="alice").run_id
         last = job_id_for(run_id, "last", 1)
         _spin(lambda j=last: _state(chaos, j) is JobState.RUNNING, "the last step's job to run")
@@ -462,7 +432,7 @@ def test_cancel_racing_the_last_steps_completion_never_leaves_a_run_or_job_behin
         if mode == 0:
             time.sleep(0.17)
         elif mode == 1:
-            _spin(lambda n=finished: len(_lines(log, "finish l ")) > n, "the handler to finish")
+            _spin(lambda n=finished: len(lines(log, "finish l ")) > n, "the handler to finish")
         elif mode == 2:
             _spin(lambda j=last: _state(chaos, j) is JobState.SUCCEEDED, "the job to succeed")
         else:
@@ -484,7 +454,7 @@ def test_cancel_racing_the_last_steps_completion_never_leaves_a_run_or_job_behin
                     and e["to"] in ("succeeded", "cancelled")]) == 1  # ended exactly once
         _assert_settled(chaos, run)
         outcomes.append(run.status)
-    assert len(_lines(log, "start l ")) == rounds  # never re-dispatched
+    assert len(lines(log, "start l ")) == rounds  # never re-dispatched
     assert outcomes[3::4] == [RunStatus.SUCCEEDED] * (rounds // 4)  # a late cancel never undoes a success
     print("cancel race outcomes:", [o.value for o in outcomes])
 
@@ -600,6 +570,6 @@ def test_run_timeout_during_retry_backoff_ends_the_run_and_dispatches_nothing_mo
     assert not [e for e in later if e["at"] > fired["at"] and e["type"] != "run_status"], later
     with pytest.raises(NotFoundError):
         chaos.job(job_id_for(run_id, "shaky", 2))
-    assert len(_lines(log, "try t ")) == 1
+    assert len(lines(log, "try t ")) == 1
     assert chaos.run(run_id).status is RunStatus.TIMED_OUT
     _assert_settled(chaos, chaos.run(run_id))

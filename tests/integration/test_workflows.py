@@ -13,13 +13,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+from workflow_support import TENANT, WorkflowStack, lines
 
 from coretex.agent.v1 import buspacket_pb2
-from coretex.engine.engine import Engine
 from coretex.engine.errors import ApprovalRefusedError, RunRefusedError
 from coretex.model.job import JobState
 from coretex.model.schema import SchemaViolationError
@@ -32,29 +31,10 @@ from coretex.workflow.run import Run, RunStatus, StepStatus, run_to_dict
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-TENANT = "acme"
 
 
 @dataclass
-class Flow:
-    processes: ProcessStack
-    services: Services
-    tmp: Path
-
-    @property
-    def engine(self) -> Engine:
-        return self.services.engine
-
-    def save(self, document: dict[str, Any]) -> str:
-        workflow_id = f"{document['id']}-{uuid.uuid4().hex[:6]}"
-        self.engine.save_workflow(TENANT, {**document, "id": workflow_id}, saved_by="author")
-        return workflow_id
-
-    def start(self, document: dict[str, Any], input: Any = None, **kwargs: Any) -> str:
-        workflow_id = self.save(document)
-        return self.engine.start(TENANT, workflow_id, input if input is not None else {}, started_by="alice",
-                                 **kwargs).run_id
-
+class Flow(WorkflowStack):
     def wait(self, run_id: str, timeout: float = 40, status: RunStatus | None = None) -> Run:
         def done() -> Run | None:
             run = self.engine.get(TENANT, run_id)
@@ -70,11 +50,7 @@ class Flow:
                 print(f"---- {name} log ----\n{self.processes.log(name)[-4000:]}")
             raise
 
-    def log(self, name: str) -> Path:
-        return self.tmp / f"{name}-{uuid.uuid4().hex[:6]}.log"
 
-    def timeline(self, run_id: str) -> list[dict[str, Any]]:
-        return self.engine.runs.timeline(run_id, limit=10_000).entries
 
 
 def _config(target: Path) -> Path:
@@ -137,10 +113,6 @@ def flow(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) ->
         services.close()
 
 
-def _lines(path: Path, prefix: str) -> list[str]:
-    return [line for line in path.read_text().splitlines() if line.startswith(prefix)] if path.exists() else []
-
-
 def test_diamond_runs_branches_in_parallel_and_joins(flow: Flow) -> None:
     log = flow.log("diamond")
     run_id = flow.start({
@@ -165,7 +137,7 @@ def test_diamond_runs_branches_in_parallel_and_joins(flow: Flow) -> None:
     left, right = run.steps["left"], run.steps["right"]
     assert left.started_at < right.finished_at and right.started_at < left.finished_at  # they overlapped
     assert run.steps["join"].started_at >= max(left.finished_at, right.finished_at)
-    assert len(_lines(log, "run")) == 3
+    assert len(lines(log, "run")) == 3
     dispatches = [e for e in flow.timeline(run_id) if e["type"] == "dispatch"]
     assert [d["step"] for d in dispatches][0] == "top" and len(dispatches) == 4
     for entry in dispatches:  # the input pointer each job was created with
@@ -305,7 +277,7 @@ def test_step_timeout_cancels_the_job(flow: Flow) -> None:
     job_id = next(e["job_id"] for e in flow.timeline(run_id) if e["type"] == "dispatch")
     eventually(lambda: flow.services.jobs.get(job_id).terminal, timeout=10)
     assert flow.services.jobs.get(job_id).state in (JobState.CANCELLED, JobState.TIMEOUT)
-    eventually(lambda: _lines(log, "stopped") or _lines(log, "finish") == [], timeout=10)
+    eventually(lambda: lines(log, "stopped") or lines(log, "finish") == [], timeout=10)
 
 
 def test_run_timeout_ends_the_run_and_stops_its_jobs(flow: Flow) -> None:
@@ -322,7 +294,7 @@ def test_run_timeout_ends_the_run_and_stops_its_jobs(flow: Flow) -> None:
     assert run.steps["slow"].status is StepStatus.CANCELLED
     assert run.steps["never"].status is StepStatus.CANCELLED
     assert not run.timers
-    eventually(lambda: _lines(log, "stopped"), timeout=15, message="the running job to see its cancel")
+    eventually(lambda: lines(log, "stopped"), timeout=15, message="the running job to see its cancel")
 
 
 def test_cancel_mid_run_stops_running_jobs(flow: Flow) -> None:
@@ -332,7 +304,7 @@ def test_cancel_mid_run_stops_running_jobs(flow: Flow) -> None:
         {"id": "b", "type": "worker", "topic": "job.flow.wait", "input": {"sleep": 30, "log": str(log), "tag": "b"}},
         {"id": "c", "type": "worker", "topic": "job.flow.add", "depends_on": ["a"], "input": {"n": 1}},
     ]})
-    eventually(lambda: len(_lines(log, "start")) == 2, timeout=20, message="both jobs to start")
+    eventually(lambda: len(lines(log, "start")) == 2, timeout=20, message="both jobs to start")
 
     flow.engine.cancel(TENANT, run_id, by="bob", reason="wrong target")
 
@@ -340,7 +312,7 @@ def test_cancel_mid_run_stops_running_jobs(flow: Flow) -> None:
     assert run.status is RunStatus.CANCELLED
     assert run.error_message == "cancelled by bob: wrong target"
     assert {s: run.steps[s].status for s in "abc"} == {s: StepStatus.CANCELLED for s in "abc"}
-    eventually(lambda: len(_lines(log, "stopped")) == 2, timeout=15, message="both jobs to stop")
+    eventually(lambda: len(lines(log, "stopped")) == 2, timeout=15, message="both jobs to stop")
     for step in "ab":
         assert flow.services.jobs.get(run.steps[step].job_id).state is JobState.CANCELLED
     assert [e for e in flow.timeline(run_id) if e["type"] == "run_status"][-1]["error_message"] == \
@@ -369,11 +341,11 @@ def test_rerun_from_a_middle_step_reuses_upstream_outputs(flow: Flow) -> None:
     assert again.steps["first"].output_ptr == first.steps["first"].output_ptr  # the immutable pointer
     assert again.steps["third"].output == {"v": 4}
     assert again.steps["second"].job_id != first.steps["second"].job_id
-    assert [len(_lines(log, f"run {tag} ")) for tag in "123"] == [1, 2, 2]
+    assert [len(lines(log, f"run {tag} ")) for tag in "123"] == [1, 2, 2]
 
     whole = flow.wait(flow.engine.rerun(TENANT, run_id, started_by="bob").run_id)
     assert whole.status is RunStatus.SUCCEEDED and whole.input == first.input
-    assert [len(_lines(log, f"run {tag} ")) for tag in "123"] == [2, 3, 3]
+    assert [len(lines(log, f"run {tag} ")) for tag in "123"] == [2, 3, 3]
 
 
 def test_dry_run_dispatches_nothing_real(flow: Flow) -> None:
@@ -394,7 +366,7 @@ def test_dry_run_dispatches_nothing_real(flow: Flow) -> None:
     would = run.steps["apply"].output
     assert would["dry_run"] is True and would["would_dispatch"]["pool"] == "flow"
     assert would["would_dispatch"]["decision"] == "ALLOW"
-    assert _lines(log, "dry") and not _lines(log, "real") and not _lines(log, "run")
+    assert lines(log, "dry") and not lines(log, "real") and not lines(log, "run")
     job = flow.services.jobs.get(run.steps["apply"].job_id)
     assert job.dry_run == 1 and job.meta.labels["dry_run"] == "true"
     assert "DISPATCHED" not in [e["to"] for e in flow.services.jobs.history(job.job_id)]
@@ -467,7 +439,7 @@ def test_policy_matches_dry_runs_and_budgets_cap_step_retries(flow: Flow) -> Non
          "retry": {"max_attempts": 5, "initial_backoff_sec": 0.2}}]}))
     assert capped.status is RunStatus.FAILED
     assert capped.steps["c"].attempt == 2  # the policy's max_retries budget of 1, not the step's 5 attempts
-    assert len(_lines(log, "try")) == 2
+    assert len(lines(log, "try")) == 2
 
 
 def test_concurrent_duplicate_starts_create_one_run(flow: Flow) -> None:
@@ -524,7 +496,7 @@ def test_killing_the_control_worker_mid_run_loses_nothing(flow: Flow) -> None:
     current = "control"
     for kill in range(3):
         wanted = 8 + 12 * kill
-        eventually(lambda n=wanted: len(_lines(log, "run")) >= n, timeout=90, message="progress before a kill")
+        eventually(lambda n=wanted: len(lines(log, "run")) >= n, timeout=90, message="progress before a kill")
         control = flow.processes.procs[current]
         os.killpg(control.pid, signal.SIGKILL)
         control.wait(timeout=10)
@@ -535,7 +507,7 @@ def test_killing_the_control_worker_mid_run_loses_nothing(flow: Flow) -> None:
 
     assert run.status is RunStatus.SUCCEEDED, run
     assert all(s.status is StepStatus.SUCCEEDED for s in run.steps.values())
-    counts = {f"s{i}": len(_lines(log, f"run s{i} ")) for i in range(50)}
+    counts = {f"s{i}": len(lines(log, f"run s{i} ")) for i in range(50)}
     assert counts == {f"s{i}": 1 for i in range(50)}
     assert all(run.steps[f"s{i}"].attempt == 1 for i in range(50))
     # the event log is complete: replaying it through decide() rebuilds exactly the stored run
