@@ -125,9 +125,9 @@ class Engine:
               idempotency_key: str = "", dry_run: bool = False, version: int | None = None) -> RunReceipt:
         """Check and create a run, then start it. Nothing is written when a check fails."""
         workflow = self.workflow(tenant, workflow_id, version)
-        schemas = self._pin(workflow)
+        schemas = pin_schemas(workflow, self.services.schemas)
         self._check_input(tenant, workflow, input, schemas)
-        self._ask_kernel(tenant, workflow, started_by, actor_type, dry_run)
+        check_run_start(self.services, tenant, workflow, started_by, actor_type, dry_run)
         run = new_run(str(uuid.uuid4()), workflow, tenant=tenant, input=input, created_at=time.time(),
                       started_by=started_by, trace_id=uuid.uuid4().hex, dry_run=dry_run, schemas=schemas,
                       idempotency_key=idempotency_key)
@@ -146,7 +146,7 @@ class Engine:
         if from_step and from_step not in workflow.steps:
             raise NotFoundError(f"workflow {workflow.id} has no step {from_step!r}")
         dry = old.dry_run if dry_run is None else dry_run
-        self._ask_kernel(tenant, workflow, started_by, actor_type, dry)
+        check_run_start(self.services, tenant, workflow, started_by, actor_type, dry)
         reused: dict[str, dict[str, Any]] = {}
         if from_step:
             again = workflow.downstream(from_step)
@@ -362,9 +362,6 @@ class Engine:
 
     # -- checks at start -------------------------------------------------------------------------
 
-    def _pin(self, workflow: Workflow) -> dict[str, Any]:
-        return pin_schemas(workflow, self.services.schemas) if workflow.schema_ids() else {}
-
     def _check_input(self, tenant: str, workflow: Workflow, input: Any, schemas: Mapping[str, Any]) -> None:
         check_input_size(self.services, tenant, input, what="run input")
         schema = workflow.input_schema
@@ -374,9 +371,6 @@ class Engine:
         violations = find_violations(input, resolved, schemas.__getitem__, schema_checked=True)
         if violations:
             raise SchemaViolationError(violations, schema_label=f"input schema of workflow {workflow.id}")
-
-    def _ask_kernel(self, tenant: str, workflow: Workflow, started_by: str, actor_type: str, dry_run: bool) -> None:
-        check_run_start(self.services, tenant, workflow, started_by, actor_type, dry_run)
 
 
 def _too_big(value: Any) -> bool:
