@@ -91,6 +91,9 @@ class Settings:
     lost_submit_s: float = 20.0
     """A job waiting this long for the scheduler with no timer to move it lost its submit packet and
     is submitted again by the tick: ``CORETEX_LOST_SUBMIT_S``."""
+    queue_submits: bool = False
+    """Hand new jobs to the control queue instead of running the dispatch pipeline in the submitting
+    process (a gateway that should not call the kernel itself): ``CORETEX_QUEUE_SUBMITS=1``."""
     kernel_threads: int = 4
     """Threads serving the kernel's RPCs: ``CORETEX_KERNEL_THREADS``. Decisions are Python work under
     one GIL, so more threads add lock contention, not throughput (bench/kernel.py, 8 clients:
@@ -179,6 +182,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         kernel_wait_s=_float(env, "CORETEX_KERNEL_WAIT_S", 60.0),
         kernel_threads=_int(env, "CORETEX_KERNEL_THREADS", 4),
         lost_submit_s=_float(env, "CORETEX_LOST_SUBMIT_S", 20.0),
+        queue_submits=_bool(env, "CORETEX_QUEUE_SUBMITS"),
         idempotency_window_s=_int(env, "CORETEX_IDEMPOTENCY_WINDOW_S", 24 * 3600),
         sender_id=env.get("CORETEX_SENDER_ID") or f"coretex-{os.uname().nodename}-{os.getpid()}",
         artifacts=ArtifactConfig.from_env(env),

@@ -20,8 +20,6 @@ from coretex.errors import NotFoundError
 from coretex.kernel.alerts import alert_packet, publish_alert
 from coretex.model.job import TERMINAL_STATES, JobMeta, JobState
 from coretex.scheduler.cancel import cancel_job
-from coretex.scheduler.dispatcher import dispatch_job
-from coretex.scheduler.packets import job_request_packet
 from coretex.scheduler.submit import InputTooLargeError, StepRef, SubmitRequest, submit_job
 from coretex.workflow.commands import CancelJob, Command, DispatchJob, EmitAlert, FinishRun
 from coretex.workflow.events import JobProgress, JobResult
@@ -88,15 +86,13 @@ def _dispatch(engine: Engine, run: Run, command: DispatchJob, inline: bool) -> b
         dry_run=command.dry_run,
     )
     try:
-        receipt = submit_job(services, request, send=not inline)
+        receipt = submit_job(services, request, inline=inline)
     except InputTooLargeError as exc:
         engine.handle(run.run_id, JobResult(time.time(), command.step_id, command.attempt, command.job_id, "failed",
                                             item=command.item, error_code=exc.code, error_message=str(exc)))
         return True
-    if receipt.created and inline:
-        state = dispatch_job(services, job_request_packet(services.jobs.get(receipt.job_id),
-                                                          sender_id=services.settings.sender_id))
-        if state in TERMINAL_STATES or state is JobState.APPROVAL_REQUIRED:
+    if receipt.created:
+        if receipt.state in TERMINAL_STATES or receipt.state is JobState.APPROVAL_REQUIRED:
             engine.job_changed(receipt.job_id)  # denied, unroutable, a dry run recorded, parked
             return True
         return False

@@ -32,6 +32,7 @@ from coretex.scheduler.packets import (
     job_request_packet,
 )
 from coretex.scheduler.pipeline import (
+    NOT_LOADED,
     Backpressure,
     Dispatch,
     DryRunGate,
@@ -72,15 +73,24 @@ def default_stages(services: Services) -> list[Stage]:
     ]
 
 
+ACCEPTED = "accepted by scheduler"
+
+
 def dispatch_job(services: Services, packet: buspacket_pb2.BusPacket) -> JobState:
-    """Run the pipeline for a submitted job; return the state it was left in."""
+    """Run the pipeline for a job handed over by its submit packet; return the state it was left in."""
     request = packet.job_request
     record = services.jobs.get(request.job_id)
     if record.state not in (JobState.PENDING, JobState.SCHEDULED):
         log.info("job %s already %s; ignoring redelivered submit", record.job_id, record.state.value)
         return record.state
-    services.jobs.transition(record.job_id, JobState.SCHEDULED, note="accepted by scheduler")
-    dispatch = Dispatch(record=record, request=request)
+    services.jobs.transition(record.job_id, JobState.SCHEDULED, note=ACCEPTED)
+    return dispatch_accepted(services, record, packet)
+
+
+def dispatch_accepted(services: Services, record: JobRecord, packet: buspacket_pb2.BusPacket,
+                      payload: Any = NOT_LOADED) -> JobState:
+    """Run the pipeline for a SCHEDULED job; ``payload`` is its input when the caller has it at hand."""
+    dispatch = Dispatch(record=record, request=packet.job_request, payload=payload)
     verdict = run_stages(default_stages(services), dispatch)
     if verdict is not None:
         return stop_job(services, dispatch, verdict)
@@ -88,8 +98,8 @@ def dispatch_job(services: Services, packet: buspacket_pb2.BusPacket) -> JobStat
 
 
 def publish(services: Services, dispatch: Dispatch, packet: buspacket_pb2.BusPacket) -> JobState:
-    """Start a new attempt: record DISPATCHED (before sending, so a fast worker never finds the
-    job still SCHEDULED), arm its deadline timer, then send it with Celery time limits."""
+    """Start a new attempt: record DISPATCHED and arm its deadline timer (before sending, so a fast
+    worker never finds the job still SCHEDULED), then send it with Celery time limits."""
     record = dispatch.record
     requested = JobBudget(record.requested_timeout_s, record.requested_retries)
     budget = budget_for(services.live_config.section("timeouts", record.tenant_id), record.topic,
@@ -99,13 +109,18 @@ def publish(services: Services, dispatch: Dispatch, packet: buspacket_pb2.BusPac
     packet.job_request.env[ATTEMPT_ENV] = str(attempt)
     packet.job_request.env[TIMEOUT_ENV] = str(budget.timeout_s)
     _constraints_to_env(dispatch, packet.job_request.env)
+    # The deadline goes in the same round trip; should the move be refused, a deadline for an
+    # attempt that never started finds the job elsewhere and does nothing.
+    deadline = services.redis.pipeline(transaction=False)
+    services.timers.schedule(Timer(DEADLINE, record.job_id, attempt, time.time() + budget.timeout_s + DEADLINE_GRACE_S),
+                             client=deadline)
     try:
         moved = services.jobs.transition(
             record.job_id, JobState.DISPATCHED, note=f"attempt {attempt} sent to pool {dispatch.pool}",
             limits=_concurrency_limits(services, dispatch, limits), attempts=attempt, pool=dispatch.pool,
             timeout_s=budget.timeout_s, max_retries=budget.max_retries, pending_reason="",
             policy_max_retries=_policy_max_retries(dispatch), **dispatch.decision_fields(),
-            dispatch_env=json.dumps(dict(packet.job_request.env), sort_keys=True),
+            dispatch_env=json.dumps(dict(packet.job_request.env), sort_keys=True), along=deadline,
         )
     except ConcurrencyLimitError as exc:
         return _over_limit(services, dispatch, exc)
@@ -115,7 +130,6 @@ def publish(services: Services, dispatch: Dispatch, packet: buspacket_pb2.BusPac
     if not services.workers.pool_alive(dispatch.pool, time.time(), HEARTBEAT_INTERVAL_S):
         services.jobs.note_pending(record.job_id, f"no_live_worker: no worker of pool {dispatch.pool} "
                                                   "sent a heartbeat recently; the job waits on its queue")
-    services.timers.schedule(Timer(DEADLINE, record.job_id, attempt, time.time() + budget.timeout_s + DEADLINE_GRACE_S))
     try:
         send_packet(services.app, EXECUTE_TASK, packet, queue=services.settings.pool_queue(dispatch.pool),
                     task_id=f"{record.job_id}:{attempt}", time_limit_s=budget.timeout_s)

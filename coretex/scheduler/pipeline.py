@@ -29,6 +29,10 @@ from coretex.secrets import detect_secrets, mark_job
 log = logging.getLogger(__name__)
 
 
+NOT_LOADED: Any = object()
+"""The job's input has not been read yet (the pipeline reads it behind its ctx: pointer)."""
+
+
 @dataclass
 class Dispatch:
     """One job on its way through the pipeline; stages fill in what they decided."""
@@ -43,6 +47,7 @@ class Dispatch:
     constraints: safety_pb2.PolicyConstraints | None = None
     """The kernel's constraints of an ALLOW_WITH_CONSTRAINTS decision, honoured at dispatch."""
     meta_changed: bool = False
+    payload: Any = NOT_LOADED
 
     def decision_fields(self) -> dict[str, Any]:
         """Record fields the pipeline decided, written with the job's next state."""
@@ -87,7 +92,9 @@ class SecretDetection:
 
     def __call__(self, dispatch: Dispatch) -> Verdict | None:
         request = dispatch.request
-        payload = self._load_input(request.context_ptr, dispatch.record.tenant_id)
+        payload = dispatch.payload
+        if payload is NOT_LOADED:
+            payload = self._load_input(request.context_ptr, dispatch.record.tenant_id)
         finding = detect_secrets(payload, labels=dict(request.meta.labels))
         if not finding.present:
             return None

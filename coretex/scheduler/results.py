@@ -1,9 +1,10 @@
 """Apply a worker's ``JobResult`` to the job record exactly once.
 
-Coretex workers apply their own SUCCEEDED results (write-through, attempt-guarded) before sending
-the JobResult here, so a client sees success one queue hop sooner; this task then finds the job
-already SUCCEEDED and changes nothing. Results of other CAP producers, and every failure (which
-needs the retry decision), are applied here.
+Coretex workers apply their own SUCCEEDED results (write-through, attempt-guarded), so a client
+sees success without a trip through the control queue; they send the JobResult here only when a
+workflow run waits on the job (this task then finds it already SUCCEEDED, changes nothing and
+tells the engine). Results of other CAP producers, and every failure (which needs the retry
+decision), are applied here.
 
 The result belongs to one attempt: a result of an attempt the job already moved on from (it was
 retried after a timeout, say) is ignored. Success ends the job; a failure or timeout goes to
@@ -21,18 +22,28 @@ from coretex.model.job import JobState
 from coretex.scheduler.packets import state_of
 from coretex.scheduler.retries import fail_attempt
 from coretex.services import Services
+from coretex.store._redis import Pipeline, redis_errors
 from coretex.store.timers import DEADLINE
 
 log = logging.getLogger(__name__)
 
 
 def apply_result(services: Services, result: job_pb2.JobResult, attempt: int | None = None,
-                 retryable: bool = True) -> bool:
-    """Record ``result`` of ``attempt`` (None: the current one); return True if it changed the job."""
+                 retryable: bool = True, *, along: Pipeline | None = None) -> bool:
+    """Record ``result`` of ``attempt`` (None: the current one); return True if it changed the job.
+
+    ``along``: commands the caller queued (a worker's result pointer), sent first in the same round
+    trip as a success (and otherwise before the failure is handled).
+    """
     target = state_of(result.status)
     if target is None or target is JobState.RUNNING:
         log.warning("job %s: ignoring result with status %s", result.job_id, result.status)
         return False
+    if target is JobState.SUCCEEDED and attempt is not None:
+        return _succeed_attempt(services, result, attempt, along)
+    if along is not None:
+        with redis_errors(f"apply result of job {result.job_id}"):
+            along.execute()
     if target is JobState.SUCCEEDED:
         return _succeed(services, result, attempt)
     if target is JobState.CANCELLED:
@@ -53,12 +64,22 @@ def _succeed(services: Services, result: job_pb2.JobResult, attempt: int | None)
     return changed
 
 
-def _settle(services: Services, result: job_pb2.JobResult, attempt: int | None, target: JobState) -> bool:
+def _succeed_attempt(services: Services, result: job_pb2.JobResult, attempt: int, along: Pipeline | None) -> bool:
+    """One round trip: the attempt's deadline timer and lease go with the move to SUCCEEDED (both
+    belong to this attempt alone, so dropping them is right whether or not the move applies)."""
+    finish = along if along is not None else services.redis.pipeline(transaction=False)
+    services.timers.cancel(DEADLINE, result.job_id, attempt, client=finish)
+    services.leases.release(result.job_id, attempt, client=finish)
+    return _settle(services, result, attempt, JobState.SUCCEEDED, along=finish)
+
+
+def _settle(services: Services, result: job_pb2.JobResult, attempt: int | None, target: JobState,
+            along: Pipeline | None = None) -> bool:
     try:
         return services.jobs.transition(
             result.job_id, target, attempt=attempt, note=f"result from {result.worker_id}",
             result_ptr=result.result_ptr, error_code=result.error_code, error_message=result.error_message,
-            worker_id=result.worker_id, execution_ms=result.execution_ms, pending_reason="",
+            worker_id=result.worker_id, execution_ms=result.execution_ms, pending_reason="", along=along,
         )
     except (IllegalTransitionError, NotFoundError) as exc:
         log.warning("job %s: result %s not applied: %s", result.job_id, target.value, exc)

@@ -20,12 +20,12 @@ from coretex.bus import RESULT_TASK, result_task_id, send_packet
 from coretex.errors import CoretexError, IllegalTransitionError, NotFoundError
 from coretex.model.job import JobState
 from coretex.protocol.envelope import encode_packet, new_packet
-from coretex.scheduler.cancel import cancel_requested
 from coretex.scheduler.packets import (
     ATTEMPT_ENV,
     DRY_RUN_ENV,
     MAX_ARTIFACT_BYTES_ENV,
     REDACTION_LEVEL_ENV,
+    RUN_ENV,
     SANDBOX_ENV,
     TIMEOUT_ENV,
     meta_from_message,
@@ -33,9 +33,10 @@ from coretex.scheduler.packets import (
 from coretex.scheduler.results import apply_result
 from coretex.scheduler.routing import profile_sandbox, sandbox_profile
 from coretex.sdk._context import ArtifactWriter, JobContext
+from coretex.sdk._leases import KEEPER
 from coretex.secrets import redact_text
 from coretex.services import Services
-from coretex.store._redis import redis_errors
+from coretex.store._redis import Pipeline, redis_errors
 from coretex.store.artifacts import ArtifactMetadata
 
 log = logging.getLogger(__name__)
@@ -99,39 +100,74 @@ class Worker:
         return register
 
     def execute(self, services: Services, packet: buspacket_pb2.BusPacket) -> job_pb2.JobResult:
-        """Run one dispatched attempt of a job and report its JobResult to the control plane.
+        """Run one dispatched attempt of a job and see its JobResult applied.
 
-        While the handler runs, a heartbeat thread renews the attempt's lease every third of
-        ``CORETEX_LEASE_S``; if this process dies the lease expires and the job is retried.
+        While the handler runs, the process's lease keeper renews the attempt's lease every third
+        of ``CORETEX_LEASE_S``; if this process dies the lease expires and the job is retried. A
+        success is recorded here; the JobResult goes to the control plane when the job failed (the
+        retry decision is the scheduler's) or when a workflow run waits on it.
         """
         request = packet.job_request
         attempt = _attempt_of(request)
         started = time.monotonic()
-        try:
-            services.jobs.transition(request.job_id, JobState.RUNNING, attempt=attempt, pending_reason="",
-                                     note=f"attempt {attempt} picked up by {self.worker_id}", worker_id=self.worker_id)
-        except (IllegalTransitionError, NotFoundError) as exc:
-            log.warning("job %s not run: %s", request.job_id, exc)
+        if not self._start(services, request, attempt):
             return job_pb2.JobResult(job_id=request.job_id, worker_id=self.worker_id)
         cancelled = threading.Event()
-        services.workers.job_started(self.worker_id)
+        # What the attempt leaves behind (its result pointer, the active-job count) is queued here
+        # and sent in one round trip, together with the success when there is one.
+        finish = services.redis.pipeline(transaction=False)
         try:
-            with _Heartbeat(services, request.job_id, attempt, cancelled) as heartbeat:
-                outcome = self._run(services, request, packet.trace_id, cancelled, heartbeat)
-        finally:
+            if attempt is not None:  # the lease the tick watches: renewed until the handler returns
+                KEEPER.keep(services, request.job_id, attempt, cancelled)
+            renew = _renewer(services, request.job_id, attempt)
+            outcome = self._run(services, request, packet.trace_id, cancelled, renew, finish)
+        except BaseException:
             services.workers.job_finished(self.worker_id)
+            raise
+        finally:
+            if attempt is not None:
+                KEEPER.drop(request.job_id, attempt)
+        services.workers.job_finished(self.worker_id, client=finish)
         result = outcome.result
         result.execution_ms = int((time.monotonic() - started) * 1000)
-        if result.status == job_pb2.JOB_STATUS_SUCCEEDED and attempt is not None:
-            # Write-through: record success here (attempt-guarded, exactly once) so the job shows
-            # SUCCEEDED without waiting for the control queue; the JobResult below still goes to the
-            # control plane, which finds the job already SUCCEEDED and changes nothing.
-            apply_result(services, result, attempt)
+        succeeded = result.status == job_pb2.JOB_STATUS_SUCCEEDED
+        if succeeded and attempt is not None:
+            # Write-through, attempt-guarded and so exactly once: the job shows SUCCEEDED without a
+            # trip through the control queue. Should Redis fail here, the task fails and the lease
+            # expires: the attempt is retried (at-least-once), never half-recorded.
+            apply_result(services, result, attempt, along=finish)
+            if not request.env.get(RUN_ENV):
+                return result  # no workflow run waits to hear of it
+        else:
+            with redis_errors(f"finish job {request.job_id}"):
+                finish.execute()  # the result pointer exists before the JobResult naming it is sent
         reply = new_packet(sender_id=self.worker_id, trace_id=packet.trace_id, job_result=result)
         kind = "ok" if result.status == job_pb2.JOB_STATUS_SUCCEEDED else "retry" if outcome.retryable else "fatal"
         task_id = result_task_id(request.job_id, attempt, kind) if attempt is not None else None
         send_packet(services.app, RESULT_TASK, reply, queue=services.settings.control_queue, task_id=task_id)
         return result
+
+    def _start(self, services: Services, request: job_pb2.JobRequest, attempt: int | None) -> bool:
+        """Move the attempt to RUNNING, take its lease and count it on this worker, in one round trip;
+        False (nothing taken) when the job is gone or past this attempt."""
+        taken = services.redis.pipeline(transaction=False)
+        if attempt is not None:
+            services.leases.hold(request.job_id, attempt, time.time() + services.settings.lease_s, client=taken)
+        services.workers.job_started(self.worker_id, client=taken)
+        try:
+            services.jobs.transition(request.job_id, JobState.RUNNING, attempt=attempt, pending_reason="",
+                                     note=f"attempt {attempt} picked up by {self.worker_id}", worker_id=self.worker_id,
+                                     along=taken)
+        except (IllegalTransitionError, NotFoundError) as exc:
+            log.warning("job %s not run: %s", request.job_id, exc)
+            give_back = services.redis.pipeline(transaction=False)
+            if attempt is not None:
+                services.leases.release(request.job_id, attempt, client=give_back)
+            services.workers.job_finished(self.worker_id, client=give_back)
+            with redis_errors(f"give back job {request.job_id}"):
+                give_back.execute()
+            return False
+        return True
 
     def _run(
         self,
@@ -139,7 +175,8 @@ class Worker:
         request: job_pb2.JobRequest,
         trace_id: str,
         cancelled: threading.Event,
-        heartbeat: _Heartbeat,
+        renew_lease: Callable[[], None],
+        finish: Pipeline,
     ) -> _Outcome:
         result = job_pb2.JobResult(job_id=request.job_id, worker_id=self.worker_id)
         handler = self.handlers.get(request.topic)
@@ -175,11 +212,11 @@ class Worker:
                 ),
                 cancelled=cancelled,
                 report_progress=_progress_reporter(services, request.job_id, trace_id, self.worker_id),
-                renew_lease=heartbeat.renew,
+                renew_lease=renew_lease,
                 dry_run=dry_run,
             )
             output = handler(job)
-            pointer = services.pointers.put_result(request.job_id, tenant, output)
+            pointer = services.pointers.put_result(request.job_id, tenant, output, client=finish)
         except SoftTimeLimitExceeded:
             result.status = job_pb2.JOB_STATUS_TIMEOUT
             result.error_code = "timeout"
@@ -234,36 +271,11 @@ def _attempt_of(request: job_pb2.JobRequest) -> int | None:
     return int(raw) if raw.isdigit() else None
 
 
-class _Heartbeat:
-    """Renew the attempt's lease from a daemon thread while the handler runs, and pass on a cancel."""
+def _renewer(services: Services, job_id: str, attempt: int | None) -> Callable[[], None]:
+    """``job.heartbeat()``: renew the attempt's lease now (a long step between automatic renewals)."""
 
-    def __init__(self, services: Services, job_id: str, attempt: int | None, cancelled: threading.Event) -> None:
-        self._services, self._job_id, self._attempt = services, job_id, attempt
-        self._cancelled = cancelled
-        self._lease_s = services.settings.lease_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
+    def renew() -> None:
+        if attempt is not None:
+            services.leases.hold(job_id, attempt, time.time() + services.settings.lease_s)
 
-    def __enter__(self) -> _Heartbeat:
-        if self._attempt is not None:
-            self.renew()
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-
-    def renew(self) -> None:
-        if self._attempt is not None:
-            self._services.leases.hold(self._job_id, self._attempt, time.time() + self._lease_s)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self._lease_s / 3):
-            try:
-                self.renew()
-                if cancel_requested(self._services, self._job_id):
-                    self._cancelled.set()
-            except CoretexError:
-                log.warning("could not renew the lease of job %s", self._job_id, exc_info=True)
+    return renew

@@ -34,6 +34,12 @@ def redis_errors(action: str) -> Iterator[None]:
         raise StoreError(f"{action}: {exc.__class__.__name__}: {exc}") from exc
 
 
+Pipeline = redis.client.Pipeline
+"""Commands of several stores queued to go in one round trip: methods that take ``client=`` queue
+their command on it instead of sending it, and a method that takes ``along=`` sends the queue
+together with its own command (they run in order, not as a transaction)."""
+
+
 def load_script(client: redis.Redis, name: str) -> Any:
     """Register ``lua/<name>.lua`` once per client; redis-py handles EVALSHA and reloads."""
     source = resources.files("coretex.store").joinpath("lua", f"{name}.lua").read_text()

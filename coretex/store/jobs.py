@@ -26,7 +26,7 @@ import redis
 from coretex.errors import IllegalTransitionError, NotFoundError, StoreError
 from coretex.model.job import JobMeta, JobRecord, JobState, sources_of
 from coretex.settings import Settings
-from coretex.store._redis import load_script, redis_errors
+from coretex.store._redis import Pipeline, load_script, redis_errors
 
 HISTORY_MAXLEN = 1000
 
@@ -86,15 +86,19 @@ class JobStore:
         *,
         idempotency_key: str = "",
         window_s: int = DEFAULT_IDEMPOTENCY_WINDOW_S,
+        accept_note: str = "",
+        along: Pipeline | None = None,
     ) -> tuple[str, bool]:
         """Store a new PENDING record; return ``(job_id, created)``.
 
         With an idempotency key already used by the same tenant inside the window, nothing is
-        written and the first job's id comes back with ``created=False``.
+        written and the first job's id comes back with ``created=False``. With ``accept_note`` the
+        job moves on to SCHEDULED in the same step (both moves in its history). ``along``: commands
+        queued by other stores (the job's input, say), sent first in the same round trip.
         """
         idem = self._idem_key(record.tenant_id, idempotency_key) if idempotency_key else ""
         with redis_errors(f"create job {record.job_id}"):
-            status, job_id = self._create(
+            status, job_id = _run_along(along, self._create,
                 keys=[self._key(record.job_id), self._events_key(record.job_id), idem, self._undispatched],
                 args=[
                     record.job_id,
@@ -103,6 +107,7 @@ class JobStore:
                     window_s,
                     repr(time.time()),
                     HISTORY_MAXLEN,
+                    accept_note,
                 ],
             )
         return str(job_id), status == "created"
@@ -127,6 +132,7 @@ class JobStore:
         note: str = "",
         attempt: int | None = None,
         limits: Sequence[ActiveLimit] = (),
+        along: Pipeline | None = None,
         **changes: Any,
     ) -> bool:
         """Move ``job_id`` to ``target`` with ``changes``; return False if it was already there.
@@ -135,7 +141,8 @@ class JobStore:
         With ``attempt``, the move applies only while the job is on that attempt (else
         :class:`StaleAttemptError`): a late result of an abandoned attempt changes nothing. With
         ``limits`` (a move to DISPATCHED), the job joins those concurrency sets unless one is full,
-        which refuses the move (:class:`ConcurrencyLimitError` naming the set).
+        which refuses the move (:class:`ConcurrencyLimitError` naming the set). ``along``: commands
+        queued by other stores, sent first in the same round trip (whatever the move's outcome).
 
         Raise :class:`IllegalTransitionError` when the lifecycle forbids the move (for example a
         late result for a job that already timed out) and :class:`NotFoundError` for no job.
@@ -143,7 +150,8 @@ class JobStore:
         allowed = sorted(s.value for s in sources_of(target))
         extra = {k: _encode_value(k, v) for k, v in changes.items()}
         with redis_errors(f"move job {job_id} to {target}"):
-            status, current, *rest = self._transition(
+            status, current, *rest = _run_along(
+                along, self._transition,
                 keys=[self._key(job_id), self._events_key(job_id), self._undispatched],
                 args=[target.value, repr(time.time()), note, json.dumps(allowed), json.dumps(extra),
                       HISTORY_MAXLEN, "" if attempt is None else str(attempt),
@@ -207,6 +215,14 @@ class JobStore:
         with redis_errors(f"read history of job {job_id}"):
             entries = cast(list[tuple[str, dict[str, str]]], self._r.xrange(self._events_key(job_id)))
         return [dict(fields_) for _, fields_ in entries]
+
+
+def _run_along(along: Pipeline | None, script: Any, *, keys: list[str], args: list[Any]) -> Any:
+    """Run ``script``, after the commands queued on ``along`` and in the same round trip."""
+    if along is None:
+        return script(keys=keys, args=args)
+    script(keys=keys, args=args, client=along)
+    return along.execute()[-1]
 
 
 def _encode_value(name: str, value: Any) -> str:

@@ -15,7 +15,7 @@ from typing import cast
 import redis
 
 from coretex.settings import Settings
-from coretex.store._redis import load_script, redis_errors
+from coretex.store._redis import Pipeline, load_script, redis_errors
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,14 @@ class LeaseStore:
         self._key = f"{settings.namespace}:leases"
         self._pop = load_script(client, "zset_pop_due")
 
-    def hold(self, job_id: str, attempt: int, expires_at: float) -> None:
+    def hold(self, job_id: str, attempt: int, expires_at: float, *, client: Pipeline | None = None) -> None:
         """Take or extend the lease of ``job_id``'s ``attempt`` until ``expires_at``."""
         with redis_errors(f"lease job {job_id}"):
-            self._r.zadd(self._key, {f"{job_id}:{attempt}": expires_at})
+            (client or self._r).zadd(self._key, {f"{job_id}:{attempt}": expires_at})
 
-    def release(self, job_id: str, attempt: int) -> None:
+    def release(self, job_id: str, attempt: int, *, client: Pipeline | None = None) -> None:
         with redis_errors(f"release lease of job {job_id}"):
-            self._r.zrem(self._key, f"{job_id}:{attempt}")
+            (client or self._r).zrem(self._key, f"{job_id}:{attempt}")
 
     def held(self, job_id: str, attempt: int) -> bool:
         with redis_errors(f"read lease of job {job_id}"):

@@ -22,7 +22,7 @@ from coretex.errors import NotFoundError
 from coretex.model.canonical import canonical_json as canonical_json
 from coretex.protocol.pointers import ContextPointer, ResultPointer, parse_pointer
 from coretex.settings import Settings
-from coretex.store._redis import load_script, redis_errors
+from coretex.store._redis import Pipeline, load_script, redis_errors
 
 JSON_CONTENT_TYPE = "application/json"
 
@@ -34,14 +34,14 @@ class PointerStore:
         self._ttl = settings.result_ttl_s
         self._put_once = load_script(client, "put_once")
 
-    def put_context(self, job_id: str, tenant_id: str, value: Any) -> ContextPointer:
+    def put_context(self, job_id: str, tenant_id: str, value: Any, *, client: Pipeline | None = None) -> ContextPointer:
         pointer = ContextPointer(job_id)
-        self._put(pointer.kind, pointer.id, tenant_id, value)
+        self._put(pointer.kind, pointer.id, tenant_id, value, client)
         return pointer
 
-    def put_result(self, job_id: str, tenant_id: str, value: Any) -> ResultPointer:
+    def put_result(self, job_id: str, tenant_id: str, value: Any, *, client: Pipeline | None = None) -> ResultPointer:
         pointer = ResultPointer(job_id)
-        self._put(pointer.kind, pointer.id, tenant_id, value)
+        self._put(pointer.kind, pointer.id, tenant_id, value, client)
         return pointer
 
     def get_json(self, uri: str, tenant_id: str) -> Any:
@@ -64,7 +64,8 @@ class PointerStore:
             raise NotFoundError(f"{uri} not found")
         return str(digest)
 
-    def _put(self, kind: str, pointer_id: str, tenant_id: str, value: Any) -> bool:
+    def _put(self, kind: str, pointer_id: str, tenant_id: str, value: Any, client: Pipeline | None = None) -> bool:
+        """Write once; True if this call wrote it (always False when only queued on ``client``)."""
         data = canonical_json(value)
         encoded = data.encode()
         record = {
@@ -76,5 +77,6 @@ class PointerStore:
             "created_at": repr(time.time()),
         }
         with redis_errors(f"write {kind}:{pointer_id}"):
-            written = self._put_once(keys=[f"{self._ns}:{kind}:{pointer_id}"], args=[json.dumps(record), self._ttl])
-        return bool(written)
+            written = self._put_once(keys=[f"{self._ns}:{kind}:{pointer_id}"], args=[json.dumps(record), self._ttl],
+                                     client=client or self._r)
+        return client is None and bool(written)

@@ -16,7 +16,7 @@ from typing import cast
 import redis
 
 from coretex.settings import Settings
-from coretex.store._redis import load_script, redis_errors
+from coretex.store._redis import Pipeline, load_script, redis_errors
 
 RETRY = "retry"
 DEADLINE = "deadline"
@@ -40,13 +40,13 @@ class TimerStore:
         self._key = f"{settings.namespace}:timers"
         self._pop = load_script(client, "zset_pop_due")
 
-    def schedule(self, timer: Timer) -> None:
+    def schedule(self, timer: Timer, *, client: Pipeline | None = None) -> None:
         with redis_errors(f"schedule {timer.member}"):
-            self._r.zadd(self._key, {timer.member: timer.due})
+            (client or self._r).zadd(self._key, {timer.member: timer.due})
 
-    def cancel(self, kind: str, job_id: str, attempt: int) -> None:
+    def cancel(self, kind: str, job_id: str, attempt: int, *, client: Pipeline | None = None) -> None:
         with redis_errors(f"cancel {kind} timer of job {job_id}"):
-            self._r.zrem(self._key, f"{kind}:{job_id}:{attempt}")
+            (client or self._r).zrem(self._key, f"{kind}:{job_id}:{attempt}")
 
     def due(self, kind: str, job_id: str, attempt: int) -> float | None:
         """When the timer fires, or None when there is no such timer."""

@@ -19,7 +19,7 @@ from coretex.agent.v1 import buspacket_pb2, heartbeat_pb2
 from coretex.errors import EnvelopeError
 from coretex.protocol.envelope import decode_packet, encode_packet
 from coretex.settings import Settings
-from coretex.store._redis import redis_errors
+from coretex.store._redis import Pipeline, redis_errors
 
 MISSED_BEATS = 3
 DRY_RUN_CAPABILITY = "dry-run:"
@@ -32,6 +32,7 @@ class WorkerRegistry:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self._r = client
         self._ns = settings.namespace
+        self._alive_until: dict[tuple[str, float], float] = {}
 
     def beat(self, packet: buspacket_pb2.BusPacket, interval_s: float) -> None:
         worker_id = packet.heartbeat.worker_id
@@ -45,10 +46,18 @@ class WorkerRegistry:
             pipe.execute()
 
     def pool_alive(self, pool: str, now: float, interval_s: float) -> bool:
-        """Whether any worker of ``pool`` sent a heartbeat within the last three intervals."""
+        """Whether any worker of ``pool`` sent a heartbeat within the last three intervals.
+
+        The newest beat says until when the pool counts as alive, so this process asks Redis again
+        only after that (every dispatch asks)."""
+        if now < self._alive_until.get((pool, interval_s), 0.0):
+            return True
         with redis_errors(f"check workers of pool {pool}"):
-            count = self._r.zcount(f"{self._ns}:workers:pool:{pool}", now - interval_s * MISSED_BEATS, "+inf")
-        return int(count) > 0
+            newest = cast(list[tuple[str, float]],
+                          self._r.zrevrange(f"{self._ns}:workers:pool:{pool}", 0, 0, withscores=True))
+        until = newest[0][1] + interval_s * MISSED_BEATS if newest else 0.0
+        self._alive_until[(pool, interval_s)] = until
+        return now < until
 
     def simulates(self, pool: str, topic: str, now: float, interval_s: float) -> bool:
         """Whether a live worker of ``pool`` declares dry-run support for ``topic`` (capability
@@ -73,13 +82,13 @@ class WorkerRegistry:
         with redis_errors("read active jobs"):
             return int(cast(str | None, self._r.get(f"{self._ns}:worker:{worker_id}:active")) or 0)
 
-    def job_started(self, worker_id: str) -> None:
+    def job_started(self, worker_id: str, *, client: Pipeline | None = None) -> None:
         with redis_errors("count active job"):
-            self._r.incr(f"{self._ns}:worker:{worker_id}:active")
+            (client or self._r).incr(f"{self._ns}:worker:{worker_id}:active")
 
-    def job_finished(self, worker_id: str) -> None:
+    def job_finished(self, worker_id: str, *, client: Pipeline | None = None) -> None:
         with redis_errors("count active job"):
-            self._r.decr(f"{self._ns}:worker:{worker_id}:active")
+            (client or self._r).decr(f"{self._ns}:worker:{worker_id}:active")
 
     def live(self, pool: str | None = None) -> list[heartbeat_pb2.Heartbeat]:
         """Heartbeats of workers that beat recently (optionally of one pool), newest first."""

@@ -25,6 +25,7 @@ from coretex.sdk import Worker
 from coretex.sdk._heartbeats import HeartbeatSender
 from coretex.services import Services
 from coretex.settings import Settings
+from coretex.store.timers import RETRY
 from coretex.testing import eventually, free_port
 
 pytestmark = pytest.mark.integration
@@ -78,9 +79,10 @@ def gateway_settings(settings: Settings, tmp_path: Path) -> tuple[Settings, dict
         {"name": name, "key": keys[name], "tenant": tenant, "role": role}
         for name, (tenant, role) in PRINCIPALS.items()
     ])
-    # A kernel address nobody listens on: status must report it down, quickly.
+    # A kernel address nobody listens on: status must report it down, quickly. No scheduler runs
+    # here either: submits go to the control queue, where the tests play the scheduler by hand.
     gw_settings = replace(settings, api_keys_file=keys_file, max_input_bytes=4096,
-                          kernel_addr=f"127.0.0.1:{free_port()}", kernel_timeout_s=0.5)
+                          kernel_addr=f"127.0.0.1:{free_port()}", kernel_timeout_s=0.5, queue_submits=True)
     return gw_settings, keys
 
 
@@ -174,7 +176,8 @@ def test_submit_creates_a_pending_job_with_its_input_behind_a_pointer(gw: Gatewa
 
     assert response.status_code == 202, response.get_data(as_text=True)
     receipt = response.get_json()
-    assert set(receipt) == {"job_id", "trace_id", "duplicate"} and receipt["duplicate"] is False
+    assert set(receipt) == {"job_id", "trace_id", "duplicate", "state"} and receipt["duplicate"] is False
+    assert receipt["state"] == "PENDING"
     job = _job(gw, receipt["job_id"])
     assert job["state"] == "PENDING"
     assert (job["topic"], job["tenant_id"], job["trace_id"]) == ("job.echo", "acme", receipt["trace_id"])
@@ -187,6 +190,28 @@ def test_submit_creates_a_pending_job_with_its_input_behind_a_pointer(gw: Gatewa
     assert record.meta.actor_id == "alice" and record.meta.labels == {"team": "a"}
     assert record.meta.risk_tags == ("read",)
     assert gw.queued() == 1  # handed to the scheduler
+
+
+def test_a_gateway_dispatching_inline_runs_the_pipeline_before_answering(
+    gateway_settings: tuple[Settings, dict[str, str]],
+) -> None:
+    gw_settings, keys = gateway_settings
+    services = Services(replace(gw_settings, queue_submits=False))
+    app = create_app(services.settings, services)
+    try:
+        gw = Gateway(app, app.test_client(), services, services.settings, keys)
+        response = gw.submit({"topic": "job.echo", "input": {"n": 1}})
+
+        assert response.status_code == 202, response.get_data(as_text=True)
+        receipt = response.get_json()
+        # Its kernel is down: the pipeline failed closed and holds the job, re-checking shortly.
+        assert receipt["state"] == "SCHEDULED"
+        job = _job(gw, receipt["job_id"])
+        assert job["state"] == "SCHEDULED" and job["pending_reason"].startswith("kernel_unavailable")
+        assert services.timers.due(RETRY, receipt["job_id"], 0) is not None
+        assert gw.queued() == 0  # nothing was handed to a control worker
+    finally:
+        _close(services)
 
 
 def test_input_defaults_to_an_empty_object(gw: Gateway) -> None:

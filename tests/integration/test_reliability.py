@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from coretex.agent.v1.buspacket_pb2 import BusPacket
 from coretex.errors import NotFoundError
 from coretex.model.job import JobMeta, JobRecord, JobState
-from coretex.scheduler import dispatcher
+from coretex.scheduler import dispatcher, submit
 from coretex.scheduler.cancel import cancel_job
 from coretex.scheduler.dlq_ops import retry_dead_letter
-from coretex.scheduler.packets import job_request_packet
 from coretex.scheduler.submit import SubmitRequest, submit_job
 from coretex.services import Services
 from coretex.settings import load_settings
@@ -322,20 +322,31 @@ def test_a_jobs_own_max_retries_replaces_its_topics(env: Env) -> None:
     assert env.services.dlq.get(job_id).error_code == "handler_error"  # no retries were allowed
 
 
-def test_a_job_whose_submit_packet_was_lost_is_submitted_again(env: Env) -> None:
+def test_a_job_whose_submitter_died_before_dispatching_it_is_submitted_again(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     log = env.tmp / f"{uuid.uuid4().hex}.log"
     log.touch()
     meta = JobMeta(tenant_id="default")
-    # Created, but its packet never reaches the scheduler (as if the submitter died right after).
-    receipt = submit_job(env.services, SubmitRequest("job.flaky", {"succeed_on": 1, "log": str(log)}, meta),
-                         send=False)
-    assert env.services.jobs.get(receipt.job_id).state is JobState.PENDING
+    # Created, but never through the pipeline (as if the submitter died right after creating it).
+    created: list[JobRecord] = []
 
-    record = env.ended(receipt.job_id)
+    def die(_services: Services, record: JobRecord, *_rest: object) -> None:
+        created.append(record)
+        raise _Killed
+
+    monkeypatch.setattr(submit, "dispatch_accepted", die)
+    with pytest.raises(_Killed):
+        submit_job(env.services, SubmitRequest("job.flaky", {"succeed_on": 1, "log": str(log)}, meta))
+    monkeypatch.undo()
+    job_id = created[0].job_id
+    assert env.services.jobs.get(job_id).state is JobState.SCHEDULED
+
+    record = env.ended(job_id)
 
     assert record.state is JobState.SUCCEEDED and record.attempts == 1
     assert record.updated_at - record.created_at >= 3  # it waited out CORETEX_LOST_SUBMIT_S first
-    assert receipt.job_id not in env.services.jobs.undispatched(time.time() + 3600)
+    assert job_id not in env.services.jobs.undispatched(time.time() + 3600)
 
 
 class _Killed(BaseException):
@@ -347,20 +358,21 @@ def test_a_job_dispatched_by_a_process_that_died_before_sending_it_still_runs(
 ) -> None:
     log = env.tmp / f"{uuid.uuid4().hex}.log"
     log.touch()
-    receipt = submit_job(env.services, SubmitRequest("job.flaky", {"succeed_on": 1, "log": str(log)},
-                                                     JobMeta(tenant_id="default")), send=False)
-    record = env.services.jobs.get(receipt.job_id)
+    sent: list[str] = []
 
-    def die(*_args: object, **_kwargs: object) -> None:
+    def die(_app: object, _task: str, packet: BusPacket, **_options: object) -> None:
+        sent.append(packet.job_request.job_id)
         raise _Killed
 
     monkeypatch.setattr(dispatcher, "send_packet", die)
     with pytest.raises(_Killed):
-        dispatcher.dispatch_job(env.services, job_request_packet(record, sender_id="test"))
+        submit_job(env.services, SubmitRequest("job.flaky", {"succeed_on": 1, "log": str(log)},
+                                               JobMeta(tenant_id="default")))
     monkeypatch.undo()
-    assert env.services.jobs.get(receipt.job_id).state is JobState.DISPATCHED  # and no message anywhere
+    job_id = sent[0]
+    assert env.services.jobs.get(job_id).state is JobState.DISPATCHED  # and no message anywhere
 
-    ended = env.ended(receipt.job_id)
+    ended = env.ended(job_id)
 
     assert ended.state is JobState.SUCCEEDED and ended.attempts == 1  # the same attempt, sent again
     assert len(log.read_text().splitlines()) == 1

@@ -30,7 +30,8 @@ def services(settings: Settings) -> Iterator[Services]:
 
 
 def _dispatched(services: Services, topic: str, payload: object) -> job_pb2.JobRequest:
-    job_id = submit_job(services, SubmitRequest(topic, payload, JobMeta(tenant_id="acme"))).job_id
+    # No kernel here: the test plays the scheduler, so the job is only handed to a control queue.
+    job_id = submit_job(services, SubmitRequest(topic, payload, JobMeta(tenant_id="acme")), inline=False).job_id
     services.jobs.transition(job_id, JobState.SCHEDULED)
     services.jobs.transition(job_id, JobState.DISPATCHED)
     return job_request_packet(services.jobs.get(job_id), sender_id="test")

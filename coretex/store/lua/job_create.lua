@@ -10,6 +10,8 @@
 -- ARGV[4]  idempotency window, seconds
 -- ARGV[5]  now (seconds since epoch, as a string)
 -- ARGV[6]  history MAXLEN
+-- ARGV[7]  "" to leave the job PENDING; else the history reason of its move on to SCHEDULED, made
+--          in the same step (the submitter runs the dispatch pipeline itself, right away)
 --
 -- Returns {"created", job_id} or {"duplicate", existing_job_id}: a job id is created once (a
 -- workflow derives its jobs' ids, so a replayed dispatch finds the job it already created).
@@ -33,6 +35,11 @@ redis.call("HSET", KEYS[1], unpack(args))
 redis.call("EXPIRE", KEYS[1], ARGV[3])
 redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[6], "*",
   "from", "", "to", fields["state"], "at", ARGV[5], "reason", "submitted")
+if ARGV[7] ~= "" then
+  redis.call("HSET", KEYS[1], "state", "SCHEDULED", "version", tonumber(fields["version"] or "1") + 1)
+  redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[6], "*",
+    "from", fields["state"], "to", "SCHEDULED", "at", ARGV[5], "reason", ARGV[7])
+end
 redis.call("EXPIRE", KEYS[2], ARGV[3])
 redis.call("ZADD", KEYS[4], ARGV[5], ARGV[1])
 return {"created", ARGV[1]}

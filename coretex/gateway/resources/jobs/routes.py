@@ -56,13 +56,14 @@ class Jobs(MethodView):
     @blp.alt_response(413, response=error_ref(413))
     @blp.alt_response(503, response=error_ref(503))
     def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
-        """Submit a job; it enters the dispatch pipeline (policy check, routing) asynchronously."""
+        """Submit a job: it goes through the dispatch pipeline (policy check, routing) before the answer."""
         principal = require_role(SUBMIT_ROLES)
         services = current_services()
         refuse_oversized_input(body["input"], services.settings.max_input_bytes)
         receipt = submit_job(services, _submit_request(body, principal))
         status = 202 if receipt.created else 200
-        return {"job_id": receipt.job_id, "trace_id": receipt.trace_id, "duplicate": not receipt.created}, status
+        return {"job_id": receipt.job_id, "trace_id": receipt.trace_id, "duplicate": not receipt.created,
+                "state": receipt.state.value}, status
 
 
 @blp.route("/<job_id>")
@@ -138,7 +139,8 @@ class Remediate(MethodView):
             raise Problem(410, f"the input of job {job_id} has expired; submit it again", code="input_expired") from exc
         receipt = submit_job(services, remediated_request(record, remediation, payload, principal))
         return {"job_id": receipt.job_id, "trace_id": receipt.trace_id, "remediation_of": job_id,
-                "remediation_id": remediation.id, "duplicate": not receipt.created}, 202 if receipt.created else 200
+                "remediation_id": remediation.id, "duplicate": not receipt.created, "state": receipt.state.value}, \
+            202 if receipt.created else 200
 
 
 def _offered_remediation(services: Services, record: JobRecord, remediation_id: str) -> safety_pb2.PolicyRemediation:

@@ -69,6 +69,10 @@ class SubmitReceiptSchema(ma.Schema):
     duplicate = fields.Boolean(required=True,
                                metadata={"description": "True (status 200) when the idempotency key matched "
                                                         "an earlier job, whose ids are returned"})
+    state = fields.String(required=True,
+                          metadata={"description": "Where the job stood when the call returned: the pipeline runs "
+                                                   "during the call, so usually DISPATCHED, DENIED, "
+                                                   "APPROVAL_REQUIRED or FAILED (unroutable)"})
 
 
 class JobSchema(ma.Schema):
@@ -120,3 +124,5 @@ class RemediationReceiptSchema(ma.Schema):
     remediation_id = fields.String(required=True)
     duplicate = fields.Boolean(required=True, metadata={"description": "True (status 200): this remediation of "
                                                                        "this job was submitted before (its ids)"})
+    state = fields.String(required=True, metadata={"description": "Where the new job stood when the call returned "
+                                                                   "(it passed the whole pipeline again)"})
