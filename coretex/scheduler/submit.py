@@ -99,7 +99,7 @@ def submit_job(services: Services, request: SubmitRequest, *, inline: bool | Non
             state = dispatch_accepted(services, replace(record, state=JobState.SCHEDULED), packet, request.input)
         except Exception:  # the job exists and waits in the undispatched set: the tick sends it on
             log.exception("job %s: the dispatch pipeline failed here; the tick will hand it over", job_id)
-            state = JobState.SCHEDULED
+            state = _state_or_scheduled(services, job_id)
         return SubmitReceipt(job_id, trace_id, created=True, state=state)
     try:
         send_packet(services.app, DISPATCH_TASK, packet, queue=services.settings.control_queue)
@@ -147,6 +147,14 @@ def check_input_size(services: Services, tenant: str, value: Any, what: str = "i
     size = len(canonical_json(value).encode())
     if size > limit:
         raise InputTooLargeError(f"{what} is {size} bytes of canonical JSON; tenant {tenant}'s limit is {limit} bytes")
+
+
+def _state_or_scheduled(services: Services, job_id: str) -> JobState:
+    """The job's state after a pipeline that failed part-way (SCHEDULED if even that read fails)."""
+    try:
+        return services.jobs.get(job_id).state
+    except CoretexError:
+        return JobState.SCHEDULED
 
 
 def _duplicate(services: Services, owner: str) -> SubmitReceipt:

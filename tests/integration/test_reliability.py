@@ -349,6 +349,27 @@ def test_a_job_whose_submitter_died_before_dispatching_it_is_submitted_again(
     assert job_id not in env.services.jobs.undispatched(time.time() + 3600)
 
 
+def test_a_pipeline_error_in_the_submitter_leaves_the_job_to_the_tick(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = env.tmp / f"{uuid.uuid4().hex}.log"
+    log.touch()
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug in a pipeline stage")
+
+    monkeypatch.setattr(dispatcher, "run_stages", broken)
+    receipt = submit_job(env.services, SubmitRequest("job.flaky", {"succeed_on": 1, "log": str(log)},
+                                                     JobMeta(tenant_id="default")))
+    monkeypatch.undo()
+    assert receipt.created and receipt.state is JobState.SCHEDULED  # accepted, not lost, not run
+
+    record = env.ended(receipt.job_id)
+
+    assert record.state is JobState.SUCCEEDED and record.attempts == 1
+    assert len(log.read_text().splitlines()) == 1
+
+
 class _Killed(BaseException):
     """Stands for the dispatcher's process dying: nothing after it runs, not even except-Exception."""
 
