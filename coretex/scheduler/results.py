@@ -22,28 +22,21 @@ from coretex.model.job import JobState
 from coretex.scheduler.packets import state_of
 from coretex.scheduler.retries import fail_attempt
 from coretex.services import Services
-from coretex.store._redis import Pipeline, redis_errors
+from coretex.store._redis import Pipeline
 from coretex.store.timers import DEADLINE
 
 log = logging.getLogger(__name__)
 
 
 def apply_result(services: Services, result: job_pb2.JobResult, attempt: int | None = None,
-                 retryable: bool = True, *, along: Pipeline | None = None) -> bool:
-    """Record ``result`` of ``attempt`` (None: the current one); return True if it changed the job.
-
-    ``along``: commands the caller queued (a worker's result pointer), sent first in the same round
-    trip as a success (and otherwise before the failure is handled).
-    """
+                 retryable: bool = True) -> bool:
+    """Record ``result`` of ``attempt`` (None: the current one); return True if it changed the job."""
     target = state_of(result.status)
     if target is None or target is JobState.RUNNING:
         log.warning("job %s: ignoring result with status %s", result.job_id, result.status)
         return False
     if target is JobState.SUCCEEDED and attempt is not None:
-        return _succeed_attempt(services, result, attempt, along)
-    if along is not None:
-        with redis_errors(f"apply result of job {result.job_id}"):
-            along.execute()
+        return record_success(services, result, attempt)
     if target is JobState.SUCCEEDED:
         return _succeed(services, result, attempt)
     if target is JobState.CANCELLED:
@@ -64,9 +57,12 @@ def _succeed(services: Services, result: job_pb2.JobResult, attempt: int | None)
     return changed
 
 
-def _succeed_attempt(services: Services, result: job_pb2.JobResult, attempt: int, along: Pipeline | None) -> bool:
-    """One round trip: the attempt's deadline timer and lease go with the move to SUCCEEDED (both
-    belong to this attempt alone, so dropping them is right whether or not the move applies)."""
+def record_success(services: Services, result: job_pb2.JobResult, attempt: int,
+                   along: Pipeline | None = None) -> bool:
+    """Move ``attempt`` to SUCCEEDED in one round trip, with commands the caller queued on ``along``
+    (a worker's result pointer) sent first; True if it changed the job. The attempt's deadline
+    timer and lease go with it: both belong to this attempt alone, so dropping them is right
+    whether or not the move applies."""
     finish = along if along is not None else services.redis.pipeline(transaction=False)
     services.timers.cancel(DEADLINE, result.job_id, attempt, client=finish)
     services.leases.release(result.job_id, attempt, client=finish)

@@ -30,7 +30,7 @@ from coretex.scheduler.packets import (
     TIMEOUT_ENV,
     meta_from_message,
 )
-from coretex.scheduler.results import apply_result
+from coretex.scheduler.results import record_success
 from coretex.scheduler.routing import profile_sandbox, sandbox_profile
 from coretex.sdk._context import ArtifactWriter, JobContext
 from coretex.sdk._leases import KEEPER
@@ -135,7 +135,7 @@ class Worker:
             # Write-through, attempt-guarded and so exactly once: the job shows SUCCEEDED without a
             # trip through the control queue. Should Redis fail here, the task fails and the lease
             # expires: the attempt is retried (at-least-once), never half-recorded.
-            apply_result(services, result, attempt, along=finish)
+            record_success(services, result, attempt, along=finish)
             if not request.env.get(RUN_ENV):
                 return result  # no workflow run waits to hear of it
         else:
