@@ -20,6 +20,7 @@ from coretex.settings import Settings
 from coretex.store import DLQStore, JobStore, PointerStore, connect
 from coretex.store.approvals import ApprovalStore
 from coretex.store.artifacts import ArtifactStore
+from coretex.store.job_news import JobNews
 from coretex.store.leases import LeaseStore
 from coretex.store.schemas import SchemaStore
 from coretex.store.timers import TimerStore
@@ -52,6 +53,10 @@ class Services:
     @cached_property
     def jobs(self) -> JobStore:
         return JobStore(self.redis, self.settings)
+
+    @cached_property
+    def job_news(self) -> JobNews:
+        return JobNews(self.redis, self.settings)
 
     @cached_property
     def pointers(self) -> PointerStore:

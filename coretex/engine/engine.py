@@ -14,11 +14,12 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from coretex.engine.errors import ApprovalRefusedError, StepNotWaitingError
 from coretex.engine.executor import execute_command
+from coretex.engine.listener import handle_news
 from coretex.engine.policy import check_run_start
 from coretex.engine.schemas import pin_schemas
 from coretex.errors import CoretexError, NotFoundError, StoreError
@@ -65,6 +66,8 @@ RECONCILE_AFTER_S = 10.0
 INLINE_DISPATCH_MAX = 2
 """A transition dispatching more jobs than this sends them through the control queue instead."""
 RECONCILE_SAMPLE = 100
+NEWS_CLAIM_IDLE_MS = 5000
+"""Job news read but not acknowledged for this long (its listener died) is handled by the tick."""
 DEFINITION_CACHE_SIZE = 512
 
 _JOB_OUTCOMES = {
@@ -213,6 +216,7 @@ class Engine:
         for _ in range(MAX_COMMIT_ATTEMPTS):
             stored = self.runs.load(run_id)
             run = self._run_of(stored)
+            event = _not_before(event, run)
             outcome = decide(run, event)
             if not outcome.applied:
                 return run
@@ -317,6 +321,15 @@ class Engine:
         for run_id in self.runs.stale_outboxes(now - OUTBOX_REPLAY_AFTER_S):
             self._safely(run_id, self._replay_outbox, run_id)
         self.reconcile(now)
+        self.reclaim_news()
+
+    def reclaim_news(self, min_idle_ms: int = NEWS_CLAIM_IDLE_MS) -> None:
+        """Handle job news whose listener died before acknowledging it."""
+        news = self.services.job_news
+        try:
+            handle_news(news, news.claim_stale("tick", min_idle_ms=min_idle_ms), self.job_changed)
+        except StoreError as exc:
+            log.warning("job news not reclaimed this tick: %s", exc)
 
     def reconcile(self, now: float, quiet_s: float = RECONCILE_AFTER_S) -> None:
         """Catch up quiet runs: timers past due (popped by a tick that died) and jobs that ended
@@ -371,6 +384,15 @@ class Engine:
         violations = find_violations(input, resolved, schemas.__getitem__, schema_checked=True)
         if violations:
             raise SchemaViolationError(violations, schema_label=f"input schema of workflow {workflow.id}")
+
+
+def _not_before(event: Event, run: Run) -> Event:
+    """``event``, its time moved up to the run's latest recorded time if it is older: news of two
+    jobs handled by two control workers can be committed in the other order, and a step must
+    never start before the steps it waited for finished. (The event log keeps the moved time, so
+    a replay decides the same.)"""
+    latest = max([run.started_at, *(t for s in run.steps.values() for t in (s.started_at, s.finished_at))])
+    return replace(event, at=latest) if event.at < latest else event
 
 
 def _too_big(value: Any) -> bool:

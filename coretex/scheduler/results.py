@@ -1,10 +1,9 @@
 """Apply a worker's ``JobResult`` to the job record exactly once.
 
 Coretex workers apply their own SUCCEEDED results (write-through, attempt-guarded), so a client
-sees success without a trip through the control queue; they send the JobResult here only when a
-workflow run waits on the job (this task then finds it already SUCCEEDED, changes nothing and
-tells the engine). Results of other CAP producers, and every failure (which needs the retry
-decision), are applied here.
+sees success without a trip through the control queue, and a workflow run waiting on the job
+hears of it from the job news the same move writes. Results of other CAP producers, and every
+failure (which needs the retry decision), are applied here.
 
 The result belongs to one attempt: a result of an attempt the job already moved on from (it was
 retried after a timeout, say) is ignored. Success ends the job; a failure or timeout goes to

@@ -25,7 +25,6 @@ from coretex.scheduler.packets import (
     DRY_RUN_ENV,
     MAX_ARTIFACT_BYTES_ENV,
     REDACTION_LEVEL_ENV,
-    RUN_ENV,
     SANDBOX_ENV,
     TIMEOUT_ENV,
     meta_from_message,
@@ -104,8 +103,8 @@ class Worker:
 
         While the handler runs, the process's lease keeper renews the attempt's lease every third
         of ``CORETEX_LEASE_S``; if this process dies the lease expires and the job is retried. A
-        success is recorded here; the JobResult goes to the control plane when the job failed (the
-        retry decision is the scheduler's) or when a workflow run waits on it.
+        success is recorded here; the JobResult goes to the control plane only when the job failed
+        (the retry decision is the scheduler's).
         """
         request = packet.job_request
         attempt = _attempt_of(request)
@@ -133,11 +132,11 @@ class Worker:
         succeeded = result.status == job_pb2.JOB_STATUS_SUCCEEDED
         if succeeded and attempt is not None:
             # Write-through, attempt-guarded and so exactly once: the job shows SUCCEEDED without a
-            # trip through the control queue. Should Redis fail here, the task fails and the lease
+            # trip through the control queue, and a workflow run waiting on it hears of it from the
+            # job news the same move writes. Should Redis fail here, the task fails and the lease
             # expires: the attempt is retried (at-least-once), never half-recorded.
             record_success(services, result, attempt, along=finish)
-            if not request.env.get(RUN_ENV):
-                return result  # no workflow run waits to hear of it
+            return result
         else:
             with redis_errors(f"finish job {request.job_id}"):
                 finish.execute()  # the result pointer exists before the JobResult naming it is sent

@@ -7,6 +7,7 @@ Keys:
     <ns>:active:<scope>          set     DISPATCHED and RUNNING jobs of a tenant, actor or pool (limits)
     <ns>:jobs:undispatched       zset    PENDING and SCHEDULED jobs -> when they last entered that state:
                                          the tick re-submits one whose submit packet was lost
+    <ns>:engine:job_news         stream  a run's job that ended, for the engine (store/job_news.py)
 
 Transitions run in ``lua/job_transition.lua``: the lifecycle check and the write are one atomic
 step, so two processes racing to move a job can never both win.
@@ -27,6 +28,7 @@ from coretex.errors import IllegalTransitionError, NotFoundError, StoreError
 from coretex.model.job import JobMeta, JobRecord, JobState, sources_of
 from coretex.settings import Settings
 from coretex.store._redis import Pipeline, load_script, redis_errors
+from coretex.store.job_news import NEWS_MAXLEN, news_key
 
 HISTORY_MAXLEN = 1000
 
@@ -68,6 +70,7 @@ class JobStore:
         self._create = load_script(client, "job_create")
         self._undispatched = f"{self._ns}:jobs:undispatched"
         self._transition = load_script(client, "job_transition")
+        self._news = news_key(self._ns)
 
     def _key(self, job_id: str) -> str:
         return f"{self._ns}:job:{job_id}"
@@ -152,11 +155,11 @@ class JobStore:
         with redis_errors(f"move job {job_id} to {target}"):
             status, current, *rest = _run_along(
                 along, self._transition,
-                keys=[self._key(job_id), self._events_key(job_id), self._undispatched],
+                keys=[self._key(job_id), self._events_key(job_id), self._undispatched, self._news],
                 args=[target.value, repr(time.time()), note, json.dumps(allowed), json.dumps(extra),
                       HISTORY_MAXLEN, "" if attempt is None else str(attempt),
                       json.dumps([[self._active_key(lim.scope), -1 if lim.limit is None else lim.limit]
-                                  for lim in limits]) if limits else ""],
+                                  for lim in limits]) if limits else "", NEWS_MAXLEN],
             )
         if status == "missing":
             raise NotFoundError(f"job {job_id} not found")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from coretex.workflow.definition import Workflow
@@ -148,11 +148,18 @@ def run_from_dict(data: Mapping[str, Any], workflow: Workflow) -> Run:
                steps={k: _step_from_dict(v) for k, v in data.get("steps", {}).items()})
 
 
+_STEP_FIELDS = [f.name for f in fields(StepRun)]
+_ITEM_FIELDS = [f.name for f in fields(ItemRun)]
+
+
 def _step_to_dict(step: StepRun) -> dict[str, Any]:
-    out = asdict(step)
+    # Field by field rather than dataclasses.asdict, which deep-copies every output and approval
+    # on each commit: the dict is serialized at once, so sharing the values is safe.
+    out = {name: getattr(step, name) for name in _STEP_FIELDS}
     out["status"] = step.status.value
     if step.items is not None:
-        out["items"] = [{**asdict(item), "status": item.status.value} for item in step.items]
+        out["items"] = [{**{name: getattr(item, name) for name in _ITEM_FIELDS}, "status": item.status.value}
+                        for item in step.items]
     return out
 
 

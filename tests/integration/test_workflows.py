@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -540,3 +541,41 @@ def test_rerun_after_a_policy_change_asks_the_kernel_again(flow: Flow) -> None:
     again = eventually(allowed_rerun, timeout=20, message="a rerun under the new policy to succeed")
     assert again.rerun_of == first.run_id and again.steps["add"].output == {"v": 2}
     assert flow.services.jobs.get(again.steps["add"].job_id).decision == "ALLOW"
+
+
+def test_news_a_killed_listener_took_is_claimed_by_the_tick(flow: Flow) -> None:
+    """A control worker took a step's job news and was killed before handling it: the tick claims
+    the entry from the dead reader and the run goes on, each step executed once."""
+    log = flow.log("claimed")
+    name, control = next((name, proc) for name, proc in reversed(flow.processes.procs.items())
+                         if name.startswith("control") and proc.poll() is None)
+    steps = [{"id": "s0", "type": "worker", "topic": "job.flow.add", "input": {"n": 0, "log": str(log), "tag": "s0"}},
+             {"id": "s1", "type": "worker", "topic": "job.flow.add", "input": {"n": 1, "log": str(log), "tag": "s1"},
+              "depends_on": ["s0"]}]
+    news = flow.services.job_news
+
+    def pending() -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], flow.services.redis.xpending_range(news.key, "engine", min="-", max="+",
+                                                                             count=100))
+
+    os.killpg(control.pid, signal.SIGSTOP)  # frozen: its listeners may still be handed news, not handle it
+    try:
+        flow.engine.inline_dispatch = True  # (this process dispatches s0 while the control worker is frozen)
+        run_id = flow.start({"id": "claimed", "steps": steps})
+        first_job = flow.engine.get(TENANT, run_id).steps["s0"].job_id
+        eventually(lambda: flow.services.jobs.get(first_job).state is JobState.SUCCEEDED, timeout=30,
+                   message="s0's job to succeed")
+        if not pending():  # no frozen listener was blocked on the stream: a reader that dies takes it
+            news.read("dead-reader", block_ms=2000)
+        assert len(pending()) == 1
+    finally:
+        flow.engine.inline_dispatch = False
+        os.killpg(control.pid, signal.SIGKILL)
+        control.wait(timeout=10)
+        _start_control(flow.processes, f"{name}-news")
+
+    eventually(lambda: not pending(), timeout=30, message="the tick to claim the dead reader's news")
+    run = flow.wait(run_id)
+    assert run.status is RunStatus.SUCCEEDED, run
+    assert run.steps["s1"].output == {"v": 2}
+    assert [len(lines(log, f"run {tag} ")) for tag in ("s0", "s1")] == [1, 1]

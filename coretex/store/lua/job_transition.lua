@@ -5,6 +5,8 @@
 -- KEYS[3]  <ns>:jobs:undispatched      zset    job id -> since when it waits to reach a worker: a
 --          move to PENDING, SCHEDULED or DISPATCHED (re)enters it (the dispatcher takes a job out
 --          once its message is sent), any other move leaves it
+-- KEYS[4]  <ns>:engine:job_news         stream  a run's job that ends (or waits for approval) is
+--          announced here in the same step, for the workflow engine (store/job_news.py)
 -- ARGV[1]  target state
 -- ARGV[2]  now (seconds since epoch, as a string)
 -- ARGV[3]  reason recorded in the history
@@ -15,6 +17,7 @@
 --          result, a redelivered message) is refused as "stale"
 -- ARGV[8]  for a move to DISPATCHED: JSON array of [active set key, limit or -1] -- the concurrency
 --          sets the job joins (its tenant's, its actor's, its pool's); "" for any other move
+-- ARGV[9]  job news MAXLEN
 --
 -- Active sets (<ns>:active:tenant:<t>, <ns>:active:actor:<t>:<a>, <ns>:active:pool:<p>) hold job
 -- ids while DISPATCHED or RUNNING. The limit checks and the move are one step, so concurrent
@@ -86,4 +89,12 @@ else
 end
 redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[6], "*",
   "from", current, "to", ARGV[1], "at", ARGV[2], "reason", ARGV[3])
+local announced = {SUCCEEDED = true, FAILED = true, CANCELLED = true, TIMEOUT = true, DENIED = true,
+                   APPROVAL_REQUIRED = true}
+if announced[ARGV[1]] then
+  local run_id = redis.call("HGET", KEYS[1], "run_id")
+  if run_id and run_id ~= "" then
+    redis.call("XADD", KEYS[4], "MAXLEN", "~", ARGV[9], "*", "job_id", job_id)
+  end
+end
 return {"ok", current}

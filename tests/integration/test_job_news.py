@@ -1,0 +1,129 @@
+"""Job news: a run's job that ends is announced in the same atomic move, read by the control
+workers' listeners through a consumer group, and whatever a dead reader left is claimed again."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from coretex.engine.listener import NewsListener, handle_news
+from coretex.errors import IllegalTransitionError
+from coretex.model.job import JobMeta, JobRecord, JobState
+from coretex.services import Services
+from coretex.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def services(settings: Settings) -> Services:
+    return Services(settings)
+
+
+def _job(services: Services, run_id: str = "") -> str:
+    now = time.time()
+    record = JobRecord(job_id=str(uuid.uuid4()), topic="job.echo", tenant_id="t1", state=JobState.PENDING,
+                       trace_id="tr", context_ptr="", created_at=now, updated_at=now, meta=JobMeta(tenant_id="t1"),
+                       run_id=run_id, step_id="s1" if run_id else "")
+    job_id, created = services.jobs.create(record, accept_note="accepted")
+    assert created
+    return job_id
+
+
+def _announced(services: Services) -> list[str]:
+    return [fields["job_id"] for _, fields in services.redis.xrange(services.job_news.key)]
+
+
+def _to_running(services: Services, job_id: str) -> None:
+    services.jobs.transition(job_id, JobState.DISPATCHED, attempts=1)
+    services.jobs.transition(job_id, JobState.RUNNING, attempt=1)
+
+
+def test_only_a_runs_job_that_ends_or_waits_for_approval_is_announced(services: Services) -> None:
+    lone, step, waiting = _job(services), _job(services, run_id="r1"), _job(services, run_id="r1")
+    for job_id in (lone, step):
+        _to_running(services, job_id)
+    assert _announced(services) == []  # moves that leave the job active say nothing
+
+    services.jobs.transition(lone, JobState.SUCCEEDED, attempt=1)
+    services.jobs.transition(step, JobState.SUCCEEDED, attempt=1)
+    services.jobs.transition(step, JobState.SUCCEEDED, attempt=1)  # a repeated result: applied once
+    services.jobs.transition(waiting, JobState.APPROVAL_REQUIRED)
+    assert _announced(services) == [step, waiting]
+
+
+def test_a_refused_move_announces_nothing(services: Services) -> None:
+    step = _job(services, run_id="r1")
+    _to_running(services, step)
+    with pytest.raises(IllegalTransitionError, match="no longer on attempt"):
+        services.jobs.transition(step, JobState.SUCCEEDED, attempt=7)  # a late result of another attempt
+    assert _announced(services) == []
+    services.jobs.transition(step, JobState.CANCELLED, attempt=1)
+    with pytest.raises(IllegalTransitionError, match="not allowed"):
+        services.jobs.transition(step, JobState.FAILED)  # an ended job never moves again
+    assert _announced(services) == [step]
+    assert services.jobs.get(step).state is JobState.CANCELLED
+
+
+def test_a_listener_hands_each_ended_job_over_once_and_acknowledges_it(services: Services) -> None:
+    heard: list[str] = []
+    arrived = threading.Event()
+
+    def handle(job_id: str) -> None:
+        heard.append(job_id)
+        arrived.set()
+
+    listener = NewsListener(lambda: services.job_news, handle)
+    listener.start()
+    try:
+        step = _job(services, run_id="r1")
+        _to_running(services, step)
+        services.jobs.transition(step, JobState.SUCCEEDED, attempt=1)
+        assert arrived.wait(5), "the listener never heard of the job"
+    finally:
+        listener.stop()
+    assert heard == [step]
+    assert services.job_news.pending() == 0
+
+
+def test_a_handler_failure_is_acknowledged_and_the_listener_goes_on(services: Services) -> None:
+    first, second = _job(services, run_id="r1"), _job(services, run_id="r1")
+    heard: list[str] = []
+
+    def handle(job_id: str) -> None:
+        heard.append(job_id)
+        if job_id == first:
+            raise RuntimeError("engine hiccup")
+
+    for job_id in (first, second):
+        services.jobs.transition(job_id, JobState.CANCELLED)
+    listener = NewsListener(lambda: services.job_news, handle)
+    assert listener.poll(block_ms=100) == 2
+    assert heard == [first, second]
+    assert services.job_news.pending() == 0  # the reconcile, not a retry loop, catches the failed one
+
+
+def test_news_a_dead_reader_took_is_claimed_again_and_handled_once(services: Services) -> None:
+    step = _job(services, run_id="r1")
+    services.jobs.transition(step, JobState.CANCELLED)
+    taken = services.job_news.read("dead-reader", block_ms=100)  # ... and its process is killed here
+    assert [job_id for _, job_id in taken] == [step]
+    assert services.job_news.claim_stale("tick", min_idle_ms=60_000) == []  # not stale yet
+
+    time.sleep(0.05)
+    heard: list[str] = []
+    handle_news(services.job_news, services.job_news.claim_stale("tick", min_idle_ms=10), heard.append)
+    assert heard == [step]
+    assert services.job_news.pending() == 0
+    assert services.job_news.claim_stale("tick", min_idle_ms=0) == []
+
+
+def test_news_survives_losing_its_group_and_stream(services: Services) -> None:
+    services.job_news.ensure_group()
+    services.redis.delete(services.job_news.key)  # Redis restarted empty, say
+    step = _job(services, run_id="r1")
+    services.jobs.transition(step, JobState.CANCELLED)  # announced before any group exists again
+    assert [job_id for _, job_id in services.job_news.read("reader", block_ms=100)] == [step]
