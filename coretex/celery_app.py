@@ -72,7 +72,8 @@ def _listen_for_job_news(celery: Celery, services: ProcessServices, settings: Se
 
     def start(count: int) -> None:
         for index in range(count):
-            listener = NewsListener(lambda: services().job_news, lambda job_id: _tell_engine(services(), job_id), index)
+            listener = NewsListener(lambda: services().job_news, lambda news: _control_engine(services()).hear(news),
+                                    index)
             listener.start()
             listeners.append(listener)
 

@@ -28,6 +28,8 @@ from coretex.model.job import JobRecord, JobState
 from coretex.model.schema import SchemaViolationError, find_violations, parse_schema_ref
 from coretex.scheduler.submit import check_input_size
 from coretex.services import Services
+from coretex.store._redis import redis_errors
+from coretex.store.job_news import News
 from coretex.store.runs import RunConflictError, RunStore, StoredRun
 from coretex.store.workflows import SavedWorkflow, WorkflowStore
 from coretex.workflow.commands import (
@@ -211,10 +213,11 @@ class Engine:
 
     # -- the transition loop ---------------------------------------------------------------------
 
-    def handle(self, run_id: str, event: Event) -> Run:
-        """Apply ``event``: decide, commit atomically (re-deciding on a conflict), then execute."""
+    def handle(self, run_id: str, event: Event, loaded: StoredRun | None = None) -> Run:
+        """Apply ``event``: decide, commit atomically (re-deciding on a conflict), then execute.
+        ``loaded``: the run as just read by the caller, used for the first attempt."""
         for _ in range(MAX_COMMIT_ATTEMPTS):
-            stored = self.runs.load(run_id)
+            stored, loaded = loaded or self.runs.load(run_id), None
             run = self._run_of(stored)
             event = _not_before(event, run)
             outcome = decide(run, event)
@@ -277,6 +280,30 @@ class Engine:
 
     # -- jobs ------------------------------------------------------------------------------------
 
+    def hear(self, news: News) -> None:
+        """Job news from a listener: the job, its output and its run read in one round trip, then
+        :meth:`job_changed`'s work. The record decides; the news only said where to look."""
+        if not news.run_id:
+            self.job_changed(news.job_id)
+            return
+        batch = self.services.redis.pipeline(transaction=False)
+        job_of = self.services.jobs.get_queued(news.job_id, batch)
+        output_of = self.services.pointers.get_json_queued(news.result_ptr, batch) if news.result_ptr else None
+        run_of = self.runs.load_queued(news.run_id, batch)
+        with redis_errors(f"read the news of job {news.job_id}"):
+            replies = batch.execute()
+        try:
+            record = job_of(replies[0])
+        except NotFoundError:
+            return
+        if record.run_id != news.run_id or record.result_ptr != news.result_ptr:  # moved on since: read afresh
+            self.job_changed(news.job_id, record)
+            return
+        output = output_of(replies[1], record.tenant_id) if output_of is not None else None
+        event = self._event_for(record, output)
+        if event is not None:
+            self.handle(record.run_id, event, loaded=run_of(replies[-1]))
+
     def job_changed(self, job_id: str, record: JobRecord | None = None) -> None:
         """A job moved: if it is a step's, tell its run (idempotent; stale news changes nothing)."""
         if record is None:
@@ -290,13 +317,15 @@ class Engine:
         if event is not None:
             self.handle(record.run_id, event)
 
-    def _event_for(self, record: JobRecord) -> JobResult | JobProgress | None:
+    def _event_for(self, record: JobRecord, output: Any = None) -> JobResult | JobProgress | None:
+        """The run event for ``record``'s state; ``output``: its result, if the caller read it."""
         item = record.step_item if record.step_item >= 0 else None
         now = time.time()
         outcome = _JOB_OUTCOMES.get(record.state)
         if outcome is not None:
-            output = None
-            if record.state is JobState.SUCCEEDED and record.result_ptr:
+            if record.state is not JobState.SUCCEEDED:
+                output = None
+            elif output is None and record.result_ptr:
                 output = self.services.pointers.get_json(record.result_ptr, record.tenant_id)
             simulated = bool(record.dry_run and isinstance(output, dict) and output.get("dry_run") is True
                              and "would_dispatch" in output)
@@ -327,7 +356,7 @@ class Engine:
         """Handle job news whose listener died before acknowledging it."""
         news = self.services.job_news
         try:
-            handle_news(news, news.claim_stale("tick", min_idle_ms=min_idle_ms), self.job_changed)
+            handle_news(news, news.claim_stale("tick", min_idle_ms=min_idle_ms), self.hear)
         except StoreError as exc:
             log.warning("job news not reclaimed this tick: %s", exc)
 

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 
 from coretex.errors import StoreError
-from coretex.store.job_news import JobNews
+from coretex.store.job_news import JobNews, News
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,9 @@ RETRY_AFTER_S = 1.0
 
 
 class NewsListener:
-    """Reads job news as consumer ``<host>.<pid>.<n>`` and calls ``handle(job_id)`` for each entry."""
+    """Reads job news as consumer ``<host>.<pid>.<n>`` and calls ``handle(news)`` for each entry."""
 
-    def __init__(self, news: Callable[[], JobNews], handle: Callable[[str], None], index: int = 0) -> None:
+    def __init__(self, news: Callable[[], JobNews], handle: Callable[[News], None], index: int = 0) -> None:
         self._news = news
         self._handle = handle
         self.consumer = f"{socket.gethostname()}.{os.getpid()}.{index}"
@@ -63,15 +63,15 @@ class NewsListener:
         return len(entries)
 
 
-def handle_news(news: JobNews, entries: list[tuple[str, str]], handle: Callable[[str], None]) -> None:
+def handle_news(news: JobNews, entries: list[News], handle: Callable[[News], None]) -> None:
     """Handle each entry once, then acknowledge the batch. A handler failure is logged and the entry
     acknowledged all the same: the job's record still says what happened, and the engine's
     reconcile reads it from there (retrying a failure forever here would block the stream)."""
-    for _entry_id, job_id in entries:
-        if not job_id:
+    for item in entries:
+        if not item.job_id:
             continue
         try:
-            handle(job_id)
+            handle(item)
         except Exception:
-            log.exception("job %s: the engine could not take the news; the reconcile will", job_id)
-    news.ack([entry_id for entry_id, _ in entries])
+            log.exception("job %s: the engine could not take the news; the reconcile will", item.job_id)
+    news.ack([item.entry_id for item in entries])

@@ -17,7 +17,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from coretex.agent.v1 import buspacket_pb2, job_pb2
 from coretex.bus import RESULT_TASK, result_task_id, send_packet
-from coretex.errors import CoretexError, IllegalTransitionError, NotFoundError
+from coretex.errors import CoretexError, IllegalTransitionError, NotFoundError, PointerError
 from coretex.model.job import JobState
 from coretex.protocol.envelope import encode_packet, new_packet
 from coretex.scheduler.packets import (
@@ -109,7 +109,8 @@ class Worker:
         request = packet.job_request
         attempt = _attempt_of(request)
         started = time.monotonic()
-        if not self._start(services, request, attempt):
+        read_input = self._start(services, request, attempt)
+        if read_input is None:
             return job_pb2.JobResult(job_id=request.job_id, worker_id=self.worker_id)
         cancelled = threading.Event()
         # What the attempt leaves behind (its result pointer, the active-job count) is queued here
@@ -119,7 +120,7 @@ class Worker:
             if attempt is not None:  # the lease the tick watches: renewed until the handler returns
                 KEEPER.keep(services, request.job_id, attempt, cancelled)
             renew = _renewer(services, request.job_id, attempt)
-            outcome = self._run(services, request, packet.trace_id, cancelled, renew, finish)
+            outcome = self._run(services, request, packet.trace_id, cancelled, renew, finish, read_input)
         except BaseException:
             services.workers.job_finished(self.worker_id)
             raise
@@ -146,17 +147,23 @@ class Worker:
         send_packet(services.app, RESULT_TASK, reply, queue=services.settings.control_queue, task_id=task_id)
         return result
 
-    def _start(self, services: Services, request: job_pb2.JobRequest, attempt: int | None) -> bool:
-        """Move the attempt to RUNNING, take its lease and count it on this worker, in one round trip;
-        False (nothing taken) when the job is gone or past this attempt."""
+    def _start(self, services: Services, request: job_pb2.JobRequest,
+               attempt: int | None) -> Callable[[str], Any] | None:
+        """Move the attempt to RUNNING, take its lease, count it on this worker and read its input,
+        in one round trip; the input's reader (given the tenant), or None (nothing taken) when the
+        job is gone or past this attempt."""
         taken = services.redis.pipeline(transaction=False)
         if attempt is not None:
             services.leases.hold(request.job_id, attempt, time.time() + services.settings.lease_s, client=taken)
         services.workers.job_started(self.worker_id, client=taken)
+        input_of = _queue_input(services, request.context_ptr, taken)
+        moved = services.jobs.transition_queued(taken, request.job_id, JobState.RUNNING, attempt=attempt,
+                                                pending_reason="", worker_id=self.worker_id,
+                                                note=f"attempt {attempt} picked up by {self.worker_id}")
+        with redis_errors(f"start job {request.job_id}"):
+            replies = taken.execute()
         try:
-            services.jobs.transition(request.job_id, JobState.RUNNING, attempt=attempt, pending_reason="",
-                                     note=f"attempt {attempt} picked up by {self.worker_id}", worker_id=self.worker_id,
-                                     along=taken)
+            moved(replies[-1])
         except (IllegalTransitionError, NotFoundError) as exc:
             log.warning("job %s not run: %s", request.job_id, exc)
             give_back = services.redis.pipeline(transaction=False)
@@ -165,8 +172,8 @@ class Worker:
             services.workers.job_finished(self.worker_id, client=give_back)
             with redis_errors(f"give back job {request.job_id}"):
                 give_back.execute()
-            return False
-        return True
+            return None
+        return lambda tenant: input_of(replies[-2], tenant)
 
     def _run(
         self,
@@ -176,6 +183,7 @@ class Worker:
         cancelled: threading.Event,
         renew_lease: Callable[[], None],
         finish: Pipeline,
+        read_input: Callable[[str], Any],
     ) -> _Outcome:
         result = job_pb2.JobResult(job_id=request.job_id, worker_id=self.worker_id)
         handler = self.handlers.get(request.topic)
@@ -203,7 +211,7 @@ class Worker:
                 job_id=request.job_id,
                 topic=request.topic,
                 trace_id=trace_id,
-                input=services.pointers.get_json(request.context_ptr, tenant),
+                input=read_input(tenant),
                 meta=meta_from_message(request.meta),
                 redaction_level=request.env.get(REDACTION_LEVEL_ENV) or "standard",
                 write_artifact=_artifact_writer(
@@ -278,3 +286,14 @@ def _renewer(services: Services, job_id: str, attempt: int | None) -> Callable[[
             services.leases.hold(job_id, attempt, time.time() + services.settings.lease_s)
 
     return renew
+
+
+def _queue_input(services: Services, context_ptr: str, client: Pipeline) -> Callable[[Any, str], Any]:
+    """Queue the read of the job's input on ``client``; a pointer that does not even parse is left
+    for the reader to refuse, inside the handler's error handling like any unreadable input."""
+    try:
+        return services.pointers.get_json_queued(context_ptr, client)
+    except PointerError:
+        client.echo("")  # keeps the replies where the reader of the move expects them
+        return lambda _reply, tenant: services.pointers.get_json(context_ptr, tenant)
+

@@ -2,7 +2,7 @@
 step that ends it.
 
 Keys:
-    <ns>:engine:job_news   stream  one entry {job_id} per move of a run's job to a terminal state or
+    <ns>:engine:job_news   stream  one entry {job_id, run_id, result_ptr} per move of a run's job to a terminal state or
                                    APPROVAL_REQUIRED (``lua/job_transition.lua`` appends it); read by
                                    the consumer group ``engine`` (MAXLEN ~ ``NEWS_MAXLEN``)
 
@@ -16,6 +16,7 @@ ignores news it already applied), so a redelivered entry changes nothing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -29,8 +30,16 @@ NEWS_MAXLEN = 100_000
 IDLE_CONSUMER_MS = 3_600_000
 """A reader with nothing pending and silent this long (a process that exited) is forgotten."""
 
-News = tuple[str, str]
-"""(entry id, job id)"""
+
+
+@dataclass(frozen=True)
+class News:
+    entry_id: str
+    job_id: str
+    run_id: str = ""
+    result_ptr: str = ""
+    """What the job's record said when the news was written: hints that let the reader fetch the
+    job, its output and its run in one round trip (the record itself stays the authority)."""
 
 
 def news_key(namespace: str) -> str:
@@ -98,4 +107,5 @@ class JobNews:
 
 def _news(entry: Any) -> News:
     entry_id, fields = entry
-    return str(entry_id), str(fields.get("job_id", ""))
+    return News(str(entry_id), str(fields.get("job_id", "")), str(fields.get("run_id", "")),
+                str(fields.get("result_ptr", "")))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, cast
 
@@ -123,9 +123,13 @@ class JobStore:
     def get(self, job_id: str) -> JobRecord:
         with redis_errors(f"read job {job_id}"):
             raw = cast(dict[str, str], self._r.hgetall(self._key(job_id)))
-        if not raw:
-            raise NotFoundError(f"job {job_id} not found")
-        return _decode(raw)
+        return _found(job_id, raw)
+
+    def get_queued(self, job_id: str, client: Pipeline) -> Callable[[Any], JobRecord]:
+        """Queue the read of ``job_id`` on ``client``; the returned function decodes its reply
+        (NotFoundError when there is no such job), so reads of several stores share a round trip."""
+        client.hgetall(self._key(job_id))
+        return lambda raw: _found(job_id, raw)
 
     def transition(
         self,
@@ -150,17 +154,34 @@ class JobStore:
         Raise :class:`IllegalTransitionError` when the lifecycle forbids the move (for example a
         late result for a job that already timed out) and :class:`NotFoundError` for no job.
         """
+        keys, args = self._transition_call(job_id, target, note, attempt, limits, changes)
+        with redis_errors(f"move job {job_id} to {target}"):
+            reply = _run_along(along, self._transition, keys=keys, args=args)
+        return self._moved(job_id, target, attempt, limits, reply)
+
+    def transition_queued(self, client: Pipeline, job_id: str, target: JobState, *, note: str = "",
+                          attempt: int | None = None, **changes: Any) -> Callable[[Any], bool]:
+        """Queue :meth:`transition` on ``client``; the returned function reads its reply (and raises
+        as :meth:`transition` would), so a caller can read other stores' replies of the same trip."""
+        keys, args = self._transition_call(job_id, target, note, attempt, (), changes)
+        with redis_errors(f"move job {job_id} to {target}"):
+            self._transition(keys=keys, args=args, client=client)
+        return lambda reply: self._moved(job_id, target, attempt, (), reply)
+
+    def _transition_call(self, job_id: str, target: JobState, note: str, attempt: int | None,
+                         limits: Sequence[ActiveLimit], changes: dict[str, Any]) -> tuple[list[str], list[Any]]:
         allowed = sorted(s.value for s in sources_of(target))
         extra = {k: _encode_value(k, v) for k, v in changes.items()}
-        with redis_errors(f"move job {job_id} to {target}"):
-            status, current, *rest = _run_along(
-                along, self._transition,
-                keys=[self._key(job_id), self._events_key(job_id), self._undispatched, self._news],
-                args=[target.value, repr(time.time()), note, json.dumps(allowed), json.dumps(extra),
-                      HISTORY_MAXLEN, "" if attempt is None else str(attempt),
-                      json.dumps([[self._active_key(lim.scope), -1 if lim.limit is None else lim.limit]
-                                  for lim in limits]) if limits else "", NEWS_MAXLEN],
-            )
+        keys = [self._key(job_id), self._events_key(job_id), self._undispatched, self._news]
+        args = [target.value, repr(time.time()), note, json.dumps(allowed), json.dumps(extra), HISTORY_MAXLEN,
+                "" if attempt is None else str(attempt),
+                json.dumps([[self._active_key(lim.scope), -1 if lim.limit is None else lim.limit]
+                            for lim in limits]) if limits else "", NEWS_MAXLEN]
+        return keys, args
+
+    def _moved(self, job_id: str, target: JobState, attempt: int | None, limits: Sequence[ActiveLimit],
+               reply: Any) -> bool:
+        status, current, *rest = reply
         if status == "missing":
             raise NotFoundError(f"job {job_id} not found")
         if status == "quota":
@@ -245,6 +266,12 @@ def _encode(record: JobRecord) -> dict[str, str]:
     out["version"] = "1"
     out["schema_version"] = "1"
     return out
+
+
+def _found(job_id: str, raw: dict[str, str]) -> JobRecord:
+    if not raw:
+        raise NotFoundError(f"job {job_id} not found")
+    return _decode(raw)
 
 
 def _decode(raw: dict[str, str]) -> JobRecord:

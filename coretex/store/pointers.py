@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -46,14 +47,19 @@ class PointerStore:
 
     def get_json(self, uri: str, tenant_id: str) -> Any:
         """Dereference a ctx:/res: pointer owned by ``tenant_id`` and decode its JSON."""
-        pointer = parse_pointer(uri)
-        key = f"{self._ns}:{pointer.kind}:{pointer.id}"
         with redis_errors(f"read {uri}"):
-            raw = self._r.hmget(key, "tenant", "data")
-        owner, data = raw[0], raw[1]
-        if owner is None or data is None or owner != tenant_id:
-            raise NotFoundError(f"{uri} not found")
-        return json.loads(data)
+            raw = self._r.hmget(self._pointer_key(uri), "tenant", "data")
+        return _owned_json(uri, raw, tenant_id)
+
+    def get_json_queued(self, uri: str, client: Pipeline) -> Callable[[Any, str], Any]:
+        """Queue the read of ``uri`` on ``client``; the returned function decodes its reply for the
+        tenant it is given (NotFoundError for another tenant's pointer, as :meth:`get_json`)."""
+        client.hmget(self._pointer_key(uri), "tenant", "data")
+        return lambda raw, tenant_id: _owned_json(uri, raw, tenant_id)
+
+    def _pointer_key(self, uri: str) -> str:
+        pointer = parse_pointer(uri)
+        return f"{self._ns}:{pointer.kind}:{pointer.id}"
 
     def sha256(self, uri: str, tenant_id: str) -> str:
         """The sha256 of a pointer's canonical JSON content, without reading the content."""
@@ -80,3 +86,10 @@ class PointerStore:
             written = self._put_once(keys=[f"{self._ns}:{kind}:{pointer_id}"], args=[json.dumps(record), self._ttl],
                                      client=client or self._r)
         return client is None and bool(written)
+
+
+def _owned_json(uri: str, raw: Any, tenant_id: str) -> Any:
+    owner, data = raw[0], raw[1]
+    if owner is None or data is None or owner != tenant_id:
+        raise NotFoundError(f"{uri} not found")
+    return json.loads(data)

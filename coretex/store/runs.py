@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -32,7 +32,7 @@ import redis
 
 from coretex.errors import NotFoundError, StoreError
 from coretex.settings import Settings
-from coretex.store._redis import load_script, redis_errors
+from coretex.store._redis import Pipeline, load_script, redis_errors
 
 
 class RunConflictError(StoreError):
@@ -99,9 +99,12 @@ class RunStore:
     def load(self, run_id: str) -> StoredRun:
         with redis_errors(f"read run {run_id}"):
             raw = cast(dict[str, str], self._r.hgetall(self._key(run_id)))
-        if not raw:
-            raise NotFoundError(f"run {run_id} not found")
-        return _stored(run_id, raw)
+        return _found(run_id, raw)
+
+    def load_queued(self, run_id: str, client: Pipeline) -> Callable[[Any], StoredRun]:
+        """Queue the read of ``run_id`` on ``client``; the returned function decodes its reply."""
+        client.hgetall(self._key(run_id))
+        return lambda raw: _found(run_id, raw)
 
     def commit(
         self,
@@ -234,6 +237,12 @@ class RunStore:
             with redis_errors("prune run index"):
                 self._r.zrem(f"{self._ns}:runs:{tenant}", *expired)
         return runs
+
+
+def _found(run_id: str, raw: dict[str, str]) -> StoredRun:
+    if not raw:
+        raise NotFoundError(f"run {run_id} not found")
+    return _stored(run_id, raw)
 
 
 def _stored(run_id: str, raw: Mapping[str, str]) -> StoredRun:

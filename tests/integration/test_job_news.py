@@ -14,6 +14,7 @@ from coretex.errors import IllegalTransitionError
 from coretex.model.job import JobMeta, JobRecord, JobState
 from coretex.services import Services
 from coretex.settings import Settings
+from coretex.store.job_news import News
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +56,15 @@ def test_only_a_runs_job_that_ends_or_waits_for_approval_is_announced(services: 
     assert _announced(services) == [step, waiting]
 
 
+def test_news_of_a_success_names_its_run_and_result_pointer(services: Services) -> None:
+    step = _job(services, run_id="r9")
+    _to_running(services, step)
+    pointer = services.pointers.put_result(step, "t1", {"v": 1})
+    services.jobs.transition(step, JobState.SUCCEEDED, attempt=1, result_ptr=pointer.uri)
+    (news,) = services.job_news.read("reader", block_ms=100)
+    assert (news.job_id, news.run_id, news.result_ptr) == (step, "r9", pointer.uri)
+
+
 def test_a_refused_move_announces_nothing(services: Services) -> None:
     step = _job(services, run_id="r1")
     _to_running(services, step)
@@ -69,11 +79,11 @@ def test_a_refused_move_announces_nothing(services: Services) -> None:
 
 
 def test_a_listener_hands_each_ended_job_over_once_and_acknowledges_it(services: Services) -> None:
-    heard: list[str] = []
+    heard: list[News] = []
     arrived = threading.Event()
 
-    def handle(job_id: str) -> None:
-        heard.append(job_id)
+    def handle(news: News) -> None:
+        heard.append(news)
         arrived.set()
 
     listener = NewsListener(lambda: services.job_news, handle)
@@ -85,7 +95,7 @@ def test_a_listener_hands_each_ended_job_over_once_and_acknowledges_it(services:
         assert arrived.wait(5), "the listener never heard of the job"
     finally:
         listener.stop()
-    assert heard == [step]
+    assert [(n.job_id, n.run_id, n.result_ptr) for n in heard] == [(step, "r1", "")]
     assert services.job_news.pending() == 0
 
 
@@ -93,9 +103,9 @@ def test_a_handler_failure_is_acknowledged_and_the_listener_goes_on(services: Se
     first, second = _job(services, run_id="r1"), _job(services, run_id="r1")
     heard: list[str] = []
 
-    def handle(job_id: str) -> None:
-        heard.append(job_id)
-        if job_id == first:
+    def handle(news: News) -> None:
+        heard.append(news.job_id)
+        if news.job_id == first:
             raise RuntimeError("engine hiccup")
 
     for job_id in (first, second):
@@ -110,13 +120,13 @@ def test_news_a_dead_reader_took_is_claimed_again_and_handled_once(services: Ser
     step = _job(services, run_id="r1")
     services.jobs.transition(step, JobState.CANCELLED)
     taken = services.job_news.read("dead-reader", block_ms=100)  # ... and its process is killed here
-    assert [job_id for _, job_id in taken] == [step]
+    assert [news.job_id for news in taken] == [step]
     assert services.job_news.claim_stale("tick", min_idle_ms=60_000) == []  # not stale yet
 
     time.sleep(0.05)
-    heard: list[str] = []
+    heard: list[News] = []
     handle_news(services.job_news, services.job_news.claim_stale("tick", min_idle_ms=10), heard.append)
-    assert heard == [step]
+    assert [news.job_id for news in heard] == [step]
     assert services.job_news.pending() == 0
     assert services.job_news.claim_stale("tick", min_idle_ms=0) == []
 
@@ -126,4 +136,4 @@ def test_news_survives_losing_its_group_and_stream(services: Services) -> None:
     services.redis.delete(services.job_news.key)  # Redis restarted empty, say
     step = _job(services, run_id="r1")
     services.jobs.transition(step, JobState.CANCELLED)  # announced before any group exists again
-    assert [job_id for _, job_id in services.job_news.read("reader", block_ms=100)] == [step]
+    assert [news.job_id for news in services.job_news.read("reader", block_ms=100)] == [step]

@@ -6,7 +6,8 @@
 --          move to PENDING, SCHEDULED or DISPATCHED (re)enters it (the dispatcher takes a job out
 --          once its message is sent), any other move leaves it
 -- KEYS[4]  <ns>:engine:job_news         stream  a run's job that ends (or waits for approval) is
---          announced here in the same step, for the workflow engine (store/job_news.py)
+--          announced here in the same step, for the workflow engine (store/job_news.py): job_id,
+--          run_id and result_ptr, so the engine reads the job, its output and the run in one trip
 -- ARGV[1]  target state
 -- ARGV[2]  now (seconds since epoch, as a string)
 -- ARGV[3]  reason recorded in the history
@@ -94,7 +95,8 @@ local announced = {SUCCEEDED = true, FAILED = true, CANCELLED = true, TIMEOUT = 
 if announced[ARGV[1]] then
   local run_id = redis.call("HGET", KEYS[1], "run_id")
   if run_id and run_id ~= "" then
-    redis.call("XADD", KEYS[4], "MAXLEN", "~", ARGV[9], "*", "job_id", job_id)
+    redis.call("XADD", KEYS[4], "MAXLEN", "~", ARGV[9], "*", "job_id", job_id, "run_id", run_id,
+      "result_ptr", redis.call("HGET", KEYS[1], "result_ptr") or "")
   end
 end
 return {"ok", current}
