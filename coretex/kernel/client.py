@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -204,22 +204,34 @@ class KernelClient:
 
         Behind a circuit breaker: after repeated failures calls fail at once until a trial succeeds.
         """
+        return self.check_ahead(request)()
+
+    def check_ahead(
+        self, request: safety_pb2.PolicyCheckRequest
+    ) -> Callable[[], safety_pb2.PolicyCheckResponse]:
+        """Send the Check for ``request`` now and return what waits for its answer (raising as
+        :meth:`check` does), so the caller can do other work while the kernel decides."""
         self.breaker.before_call(self.addr)
         try:
-            call = self._callable()
-            response = call(request, timeout=self.timeout_s, wait_for_ready=False)
-        except grpc.RpcError as exc:
-            self.breaker.failed()
-            code = exc.code()
-            name = code.name if code is not None else "UNKNOWN"
-            raise KernelUnavailableError(
-                f"KERNEL_UNAVAILABLE: {self.addr}: {name}: {exc.details() or 'no details'}"
-            ) from exc
+            pending = self._callable().future(request, timeout=self.timeout_s, wait_for_ready=False)
         except ValueError as exc:  # grpc raises ValueError for a channel closed under our feet
             self.breaker.failed()
             raise KernelUnavailableError(f"KERNEL_UNAVAILABLE: {self.addr}: {exc}") from exc
-        self.breaker.succeeded()
-        return response
+
+        def answer() -> safety_pb2.PolicyCheckResponse:
+            try:
+                response = pending.result()
+            except grpc.RpcError as exc:
+                self.breaker.failed()
+                code = exc.code()
+                name = code.name if code is not None else "UNKNOWN"
+                raise KernelUnavailableError(
+                    f"KERNEL_UNAVAILABLE: {self.addr}: {name}: {exc.details() or 'no details'}"
+                ) from exc
+            self.breaker.succeeded()
+            return response
+
+        return answer
 
     def evaluate(self, request: safety_pb2.PolicyCheckRequest) -> KernelAnswer:
         """The kernel's ``Evaluate`` answer (the decision point for the policy API)."""

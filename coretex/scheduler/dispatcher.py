@@ -62,7 +62,7 @@ TIMEOUT report normally wins and the tick only catches workers that vanished."""
 def default_stages(services: Services) -> list[Stage]:
     return [
         SecretDetection(services.pointers.get_json),
-        PolicyCheck(services.kernel.check, lambda dispatch: is_approved(services, dispatch),
+        PolicyCheck(services.kernel.check_ahead, lambda dispatch: is_approved(services, dispatch),
                     kernel_wait_s=services.settings.kernel_wait_s),
         Routing(services.router.route),
         DryRunGate(lambda pool, topic: services.workers.simulates(pool, topic, time.time(), HEARTBEAT_INTERVAL_S)),
@@ -87,10 +87,33 @@ def dispatch_job(services: Services, packet: buspacket_pb2.BusPacket) -> JobStat
     return dispatch_accepted(services, record, packet)
 
 
-def dispatch_accepted(services: Services, record: JobRecord, packet: buspacket_pb2.BusPacket,
-                      payload: Any = NOT_LOADED) -> JobState:
-    """Run the pipeline for a SCHEDULED job; ``payload`` is its input when the caller has it at hand."""
+def dispatch_ahead(services: Services, record: JobRecord, packet: buspacket_pb2.BusPacket,
+                   payload: Any = NOT_LOADED) -> Dispatch:
+    """Start the pipeline of a job whose record is about to be written: the stages before the
+    policy check run, and the Check is sent, so the kernel decides while the caller writes the
+    record; :func:`dispatch_accepted` goes on from there. Anything unusual here (a stage that
+    stops the job or fails) leaves the whole pipeline to run after the record exists.
+
+    The Check's audit record is written even if the record turns out to be a duplicate's."""
     dispatch = Dispatch(record=record, request=packet.job_request, payload=payload)
+    stages = default_stages(services)
+    try:
+        if run_stages(stages, dispatch, until=PolicyCheck.name) is None:
+            next(stage for stage in stages if isinstance(stage, PolicyCheck)).ask_ahead(dispatch)
+            return dispatch
+    except Exception:  # the same stages run again once the record exists, and are handled there
+        log.exception("job %s: the pipeline could not start ahead of the record", record.job_id)
+    return Dispatch(record=record, request=packet.job_request, payload=payload)
+
+
+def dispatch_accepted(services: Services, record: JobRecord, packet: buspacket_pb2.BusPacket,
+                      payload: Any = NOT_LOADED, ahead: Dispatch | None = None) -> JobState:
+    """Run the pipeline for a SCHEDULED job; ``payload`` is its input when the caller has it at
+    hand, ``ahead`` what :func:`dispatch_ahead` started for it."""
+    if ahead is not None:
+        dispatch = replace(ahead, record=record)
+    else:
+        dispatch = Dispatch(record=record, request=packet.job_request, payload=payload)
     verdict = run_stages(default_stages(services), dispatch)
     if verdict is not None:
         return stop_job(services, dispatch, verdict)

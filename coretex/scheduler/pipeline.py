@@ -48,6 +48,10 @@ class Dispatch:
     """The kernel's constraints of an ALLOW_WITH_CONSTRAINTS decision, honoured at dispatch."""
     meta_changed: bool = False
     payload: Any = NOT_LOADED
+    stages_done: int = 0
+    """How many stages of the list already ran on this dispatch (:func:`run_stages` goes on from there)."""
+    asked: AskedCheck | None = None
+    """A Check sent ahead (:meth:`PolicyCheck.ask_ahead`) while the job's record was being written."""
 
     def decision_fields(self) -> dict[str, Any]:
         """Record fields the pipeline decided, written with the job's next state."""
@@ -60,6 +64,12 @@ class Dispatch:
         if self.meta_changed:
             fields["meta"] = meta_from_message(self.request.meta)
         return fields
+
+
+@dataclass(frozen=True)
+class AskedCheck:
+    request: safety_pb2.PolicyCheckRequest
+    answer: Callable[[], safety_pb2.PolicyCheckResponse]
 
 
 @dataclass(frozen=True)
@@ -120,20 +130,33 @@ class PolicyCheck:
 
     def __init__(
         self,
-        check: Callable[[safety_pb2.PolicyCheckRequest], safety_pb2.PolicyCheckResponse],
+        ask: Callable[[safety_pb2.PolicyCheckRequest], Callable[[], safety_pb2.PolicyCheckResponse]],
         approved: Callable[[Dispatch], bool] = lambda dispatch: False,
         *,
         kernel_wait_s: float = 0.0,
         now: Callable[[], float] = time.time,
     ) -> None:
-        self._check = check
+        self._ask = ask
+        """Sends a Check and returns what waits for its answer (``KernelClient.check_ahead``)."""
         self._approved = approved
         self._kernel_wait_s = kernel_wait_s
         self._now = now
 
-    def __call__(self, dispatch: Dispatch) -> Verdict | None:
+    def ask_ahead(self, dispatch: Dispatch) -> None:
+        """Send the Check now, while the caller writes the job's record; the stage takes the answer
+        in its turn if the request is still the same. An unreachable kernel is left to the stage."""
+        request = policy_request(dispatch.request)
         try:
-            response = self._check(policy_request(dispatch.request))
+            dispatch.asked = AskedCheck(request, self._ask(request))
+        except KernelUnavailableError:
+            dispatch.asked = None
+
+    def __call__(self, dispatch: Dispatch) -> Verdict | None:
+        request = policy_request(dispatch.request)
+        asked, dispatch.asked = dispatch.asked, None
+        try:
+            answer = asked.answer if asked is not None and asked.request == request else self._ask(request)
+            response = answer()
         except KernelUnavailableError as exc:
             # Never run unchecked: wait (pending, re-checked) for the kernel, then deny.
             if self._now() - dispatch.record.created_at < self._kernel_wait_s:
@@ -231,9 +254,14 @@ def would_dispatch(dispatch: Dispatch) -> dict[str, Any]:
     }}
 
 
-def run_stages(stages: Sequence[Stage], dispatch: Dispatch) -> Verdict | None:
-    for stage in stages:
+def run_stages(stages: Sequence[Stage], dispatch: Dispatch, until: str = "") -> Verdict | None:
+    """Run the stages not yet run on ``dispatch``, in order, up to (not including) the one named
+    ``until`` (default: to the end); the first verdict stops it."""
+    for stage in stages[dispatch.stages_done:]:
+        if stage.name == until:
+            return None
         verdict = stage(dispatch)
+        dispatch.stages_done += 1
         if verdict is not None:
             log.info("job %s stopped at %s: %s %s", dispatch.record.job_id, stage.name,
                      verdict.state.value, verdict.error_code)

@@ -23,7 +23,7 @@ from coretex.bus import DISPATCH_TASK, send_packet
 from coretex.errors import CoretexError, StoreError
 from coretex.model.canonical import canonical_json
 from coretex.model.job import JobMeta, JobRecord, JobState
-from coretex.scheduler.dispatcher import ACCEPTED, dispatch_accepted
+from coretex.scheduler.dispatcher import ACCEPTED, dispatch_accepted, dispatch_ahead
 from coretex.scheduler.packets import DRY_RUN_LABEL, job_request_packet
 from coretex.services import Services
 
@@ -88,15 +88,17 @@ def submit_job(services: Services, request: SubmitRequest, *, inline: bool | Non
     written = services.redis.pipeline(transaction=False)  # the input goes in the create's round trip
     context = services.pointers.put_context(job_id, tenant, request.input, client=written)
     record = _new_record(request, job_id, trace_id, context.uri, idem_key)
+    packet = job_request_packet(record, sender_id=services.settings.sender_id)
+    ahead = dispatch_ahead(services, record, packet, request.input) if inline else None  # the kernel decides meanwhile
     owner, created = services.jobs.create(record, idempotency_key=idem_key,
                                           window_s=services.settings.idempotency_window_s,
                                           accept_note=ACCEPTED if inline else "", along=written)
     if not created:  # a concurrent duplicate won the race; our ctx: copy expires with its TTL
         return _duplicate(services, owner)
-    packet = job_request_packet(record, sender_id=services.settings.sender_id)
     if inline:
         try:
-            state = dispatch_accepted(services, replace(record, state=JobState.SCHEDULED), packet, request.input)
+            state = dispatch_accepted(services, replace(record, state=JobState.SCHEDULED), packet, request.input,
+                                      ahead=ahead)
         except Exception:  # the job exists and waits in the undispatched set: the tick sends it on
             log.exception("job %s: the dispatch pipeline failed here; the tick will hand it over", job_id)
             state = _state_or_scheduled(services, job_id)

@@ -304,6 +304,19 @@ def test_every_check_lands_in_the_hash_chained_decision_audit(stack: Stack) -> N
     assert audit.verify().ok
 
 
+def test_the_check_sent_ahead_of_the_record_is_the_jobs_only_one_and_sees_its_secrets(stack: Stack) -> None:
+    plain = stack.submit("job.echo", {"x": 1}, tenant_id="acme")
+    secret = stack.submit("job.echo", {"db": "secret://vault/prod/db#password"}, tenant_id="acme")
+    stack.wait_terminal(plain), stack.wait_terminal(secret)
+    audit = DecisionAuditLog(stack.services.redis, stack.services.settings)
+
+    asked = [r.request_message() for r in audit.read(500) if r.job_id in (plain, secret)]
+
+    assert sorted(request.job_id for request in asked) == sorted([plain, secret])  # one audited Check per job
+    risk_tags = {request.job_id: set(request.meta.risk_tags) for request in asked}
+    assert "secrets" in risk_tags[secret] and "secrets" not in risk_tags[plain]
+
+
 def test_a_malformed_packet_is_quarantined_and_the_worker_keeps_serving(stack: Stack) -> None:
     settings = stack.services.settings
     stack.services.app.send_task(EXECUTE_TASK, args=(b"\xff\x00 not a bus packet",), serializer=SERIALIZER,

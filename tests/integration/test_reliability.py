@@ -331,7 +331,7 @@ def test_a_job_whose_submitter_died_before_dispatching_it_is_submitted_again(
     # Created, but never through the pipeline (as if the submitter died right after creating it).
     created: list[JobRecord] = []
 
-    def die(_services: Services, record: JobRecord, *_rest: object) -> None:
+    def die(_services: Services, record: JobRecord, *_rest: object, **_kwargs: object) -> None:
         created.append(record)
         raise _Killed
 
