@@ -4,7 +4,8 @@ Linear: a 10-step workflow of no-op worker steps (each step a governed job: kern
 routing, CAP packet, SDK handler, result pointer, one atomic run commit per transition) vs a raw
 Celery ``chain`` of 10 no-op tasks. Fan-out: one ``for_each`` step over 100 items vs a raw Celery
 ``group`` of 100 no-op tasks. Wall time from start to the end of the run (raw: ``.get()``), median
-of several repetitions. Both sides use worker concurrency 2 (the control worker also has 2).
+of several repetitions, the raw and governed runs interleaved. Both sides use worker concurrency 2
+(the control worker also has 2).
 Absolute times on shared 2-core machines are noise: read the ratios.
 
     python bench/workflow.py [--repeat 7] [--check] [--phases]
@@ -119,9 +120,15 @@ def main() -> int:
         fan_id = services.engine.save_workflow(TENANT, FAN_OUT, "bench").id
         items = {"items": list(range(100))}
         raw_chain(2), raw_group(1), governed(services, linear_id, {}, 2), governed(services, fan_id, items, 1)
-        chain_t, group_t = raw_chain(args.repeat), raw_group(args.repeat)
-        linear_t = governed(services, linear_id, {}, args.repeat, linear_runs)
-        fan_t = governed(services, fan_id, items, args.repeat)
+        chain_t: list[float] = []
+        group_t: list[float] = []
+        linear_t: list[float] = []
+        fan_t: list[float] = []
+        for _ in range(args.repeat):  # interleaved, so both sides see the same moments of a shared machine
+            chain_t += raw_chain(1)
+            linear_t += governed(services, linear_id, {}, 1, linear_runs)
+            group_t += raw_group(1)
+            fan_t += governed(services, fan_id, items, 1)
         phases = step_phases(services, linear_runs) if args.phases else {}
 
     chain_m, group_m = statistics.median(chain_t), statistics.median(group_t)

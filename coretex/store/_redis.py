@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -40,7 +40,30 @@ their command on it instead of sending it, and a method that takes ``along=`` se
 together with its own command (they run in order, not as a transaction)."""
 
 
+class LuaScript:
+    """One of our Lua scripts. Called on its own it runs by EVALSHA (redis-py loads it again if
+    Redis lost it); queued on a pipeline it goes as EVAL with its source, because redis-py would
+    otherwise spend a round trip of its own on SCRIPT EXISTS before every such pipeline."""
+
+    def __init__(self, client: redis.Redis, source: str) -> None:
+        self.source = source
+        self._script = client.register_script(source)
+
+    @property
+    def sha(self) -> str:
+        return str(self._script.sha)
+
+    @property
+    def script(self) -> str:
+        return self.source
+
+    def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None) -> Any:
+        if isinstance(client, Pipeline):
+            return client.eval(self.source, len(keys), *keys, *args)
+        return self._script(keys=keys, args=args, client=client)
+
+
 def load_script(client: redis.Redis, name: str) -> Any:
-    """Register ``lua/<name>.lua`` once per client; redis-py handles EVALSHA and reloads."""
+    """Register ``lua/<name>.lua`` once per client (see :class:`LuaScript`)."""
     source = resources.files("coretex.store").joinpath("lua", f"{name}.lua").read_text()
-    return client.register_script(source)
+    return LuaScript(client, source)
