@@ -579,3 +579,20 @@ def test_news_a_killed_listener_took_is_claimed_by_the_tick(flow: Flow) -> None:
     assert run.status is RunStatus.SUCCEEDED, run
     assert run.steps["s1"].output == {"v": 2}
     assert [len(lines(log, f"run {tag} ")) for tag in ("s0", "s1")] == [1, 1]
+
+
+def test_job_news_is_read_by_the_control_workers_pool_processes_only(flow: Flow) -> None:
+    controls = {proc.pid for name, proc in flow.processes.procs.items()
+                if name.startswith("control") and proc.poll() is None}
+
+    def parent(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    def live_readers() -> list[int]:
+        names = [reader["name"] for reader in flow.services.redis.xinfo_consumers(flow.services.job_news.key, "engine")]
+        pids = [int(parts[1]) for parts in (name.rsplit(".", 2) for name in names)
+                if len(parts) == 3 and parts[1].isdigit()]
+        return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+    readers = eventually(lambda: live_readers() or None, timeout=10, message="a listener to read job news")
+    assert {parent(pid) for pid in readers} <= controls  # never the flow pack worker's processes
