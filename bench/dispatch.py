@@ -8,11 +8,12 @@ read the ratios.
 
 Latency: one job at a time, submit to terminal state, in rounds alternating raw and governed.
 Throughput: ``--clients`` threads submit ``--jobs`` between them, on both sides alike, then wait
-for every result. A governed submit runs the dispatch pipeline (kernel check included) before it
-returns, while ``apply_async`` only enqueues, so one submitting thread measures the submit call's
-latency, not what the system sustains; the one-client figures are printed too.
+for every result; ``--rounds`` such bursts per side, interleaved, and the median burst counts. A
+governed submit runs the dispatch pipeline (kernel check included) before it returns, while
+``apply_async`` only enqueues, so one submitting thread measures the submit call's latency, not
+what the system sustains; the one-client figures are printed too.
 
-    python bench/dispatch.py [--jobs 400] [--latency-jobs 150] [--clients 4] [--check]
+    python bench/dispatch.py [--jobs 400] [--latency-jobs 150] [--clients 4] [--rounds 3] [--check]
 
 Targets (issue #4): governed throughput >= 50% of raw; governed p50 round trip <= 2.5x raw.
 ``--check`` exits 1 when a target is missed. The last line is a one-line summary.
@@ -93,6 +94,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=400)
     parser.add_argument("--latency-jobs", type=int, default=150)
     parser.add_argument("--clients", type=int, default=4, help="submitting threads in the throughput phase")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput bursts per side (median counts)")
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
 
@@ -104,10 +106,14 @@ def main() -> int:
         for _ in range(LATENCY_ROUNDS):  # interleaved, so both sides see the same moments of a shared machine
             raw_lat += raw(0, args.latency_jobs // LATENCY_ROUNDS, 1)[1]
             gov_lat += governed(services, 0, args.latency_jobs // LATENCY_ROUNDS, 1)[1]
-        raw_tput, _ = raw(args.jobs, 0, args.clients)
-        gov_tput, _ = governed(services, args.jobs, 0, args.clients)
-        raw_one, _ = raw(args.jobs, 0, 1)
-        gov_one, _ = governed(services, args.jobs, 0, 1)
+        rounds: dict[str, list[float]] = {"raw": [], "gov": [], "raw_one": [], "gov_one": []}
+        for _ in range(args.rounds):  # each a burst per side, interleaved; the median burst counts
+            rounds["raw"].append(raw(args.jobs, 0, args.clients)[0])
+            rounds["gov"].append(governed(services, args.jobs, 0, args.clients)[0])
+            rounds["raw_one"].append(raw(args.jobs, 0, 1)[0])
+            rounds["gov_one"].append(governed(services, args.jobs, 0, 1)[0])
+        raw_tput, gov_tput, raw_one, gov_one = (statistics.median(rounds[k])
+                                                for k in ("raw", "gov", "raw_one", "gov_one"))
 
     raw_p50, gov_p50 = statistics.median(raw_lat), statistics.median(gov_lat)
     raw_p99 = statistics.quantiles(raw_lat, n=100)[98]

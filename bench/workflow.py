@@ -8,7 +8,7 @@ of several repetitions, the raw and governed runs interleaved. Both sides use wo
 (the control worker also has 2).
 Absolute times on shared 2-core machines are noise: read the ratios.
 
-    python bench/workflow.py [--repeat 7] [--check] [--phases]
+    python bench/workflow.py [--repeat 11] [--check] [--phases]
 
 Targets (issue #5): linear <= 3x the chain's wall time; fan-out <= 3x the group's.
 ``--check`` exits 1 when a target is missed. The last line is a one-line summary.
@@ -109,7 +109,7 @@ def raw_group(repeat: int) -> list[float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=11)
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--phases", action="store_true", help="also print where a linear step's time goes")
     args = parser.parse_args()
