@@ -40,6 +40,7 @@ from coretex.services import Services  # noqa: E402
 
 TERMINAL = {s.value for s in TERMINAL_STATES}
 LATENCY_ROUNDS = 5
+SETTLE_S = 0.5
 T = TypeVar("T")
 
 
@@ -104,14 +105,18 @@ def main() -> int:
         governed(services, 20, 5, args.clients)
         raw_lat, gov_lat = [], []
         for _ in range(LATENCY_ROUNDS):  # interleaved, so both sides see the same moments of a shared machine
+            time.sleep(SETTLE_S)
             raw_lat += raw(0, args.latency_jobs // LATENCY_ROUNDS, 1)[1]
+            time.sleep(SETTLE_S)
             gov_lat += governed(services, 0, args.latency_jobs // LATENCY_ROUNDS, 1)[1]
         rounds: dict[str, list[float]] = {"raw": [], "gov": [], "raw_one": [], "gov_one": []}
         for _ in range(args.rounds):  # each a burst per side, interleaved; the median burst counts
-            rounds["raw"].append(raw(args.jobs, 0, args.clients)[0])
-            rounds["gov"].append(governed(services, args.jobs, 0, args.clients)[0])
-            rounds["raw_one"].append(raw(args.jobs, 0, 1)[0])
-            rounds["gov_one"].append(governed(services, args.jobs, 0, 1)[0])
+            for key, measure in (("raw", lambda: raw(args.jobs, 0, args.clients)),
+                                 ("gov", lambda: governed(services, args.jobs, 0, args.clients)),
+                                 ("raw_one", lambda: raw(args.jobs, 0, 1)),
+                                 ("gov_one", lambda: governed(services, args.jobs, 0, 1))):
+                time.sleep(SETTLE_S)  # what the last burst left running must not slow this one
+                rounds[key].append(measure()[0])
         raw_tput, gov_tput, raw_one, gov_one = (statistics.median(rounds[k])
                                                 for k in ("raw", "gov", "raw_one", "gov_one"))
 
