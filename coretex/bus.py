@@ -65,6 +65,7 @@ def send_packet(
     queue: str,
     task_id: str | None = None,
     time_limit_s: int | None = None,
+    producer: Any = None,
 ) -> None:
     """Publish ``packet`` as the whole body of a ``task`` message on ``queue``.
 
@@ -85,7 +86,55 @@ def send_packet(
         # Shown by Flower and logs instead of the packet bytes: ids only, never payloads.
         argsrepr=f"<BusPacket {kind} job_id={job_id} trace_id={packet.trace_id}>",
         kwargsrepr="{}",
+        producer=producer,
     )
+
+
+def packet_delivery(
+    app: Celery,
+    task: str,
+    packet: buspacket_pb2.BusPacket,
+    *,
+    queue: str,
+    task_id: str | None = None,
+    time_limit_s: int | None = None,
+) -> tuple[str, str] | None:
+    """The Redis list and the message :func:`send_packet` would push there, built by kombu but not
+    sent, so the caller can push it in one atomic step with the state change it belongs to. None
+    when the broker is not Redis (or kombu no longer builds batches the way this expects): send
+    the packet instead.
+
+    Uses kombu's publish batching (``Producer.batch`` hands each message's final Redis commands to
+    a collector); the collector here keeps them instead of sending them.
+    """
+    with app.producer_or_acquire() as producer:
+        local = getattr(producer, "_batch_local", None)
+        if producer.connection.transport.driver_type != "redis" or local is None or hasattr(local, "current"):
+            return None
+        prefix = getattr(producer.channel, "global_keyprefix", "") or ""  # kombu's client adds it on sending
+        collector = _Delivery()
+        local.current = collector
+        try:
+            send_packet(app, task, packet, queue=queue, task_id=task_id, time_limit_s=time_limit_s, producer=producer)
+        finally:
+            del local.current
+    if len(collector.commands) != 1 or collector.commands[0][0] != "lpush":
+        return None
+    _name, key, message = collector.commands[0]
+    return prefix + str(key), message if isinstance(message, str) else bytes(message).decode()
+
+
+class _Delivery:
+    """Stands in for a producer's publish batch and keeps the commands kombu would send."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+
+    def publish(self, channel: Any, message: Any, **kwargs: Any) -> Any:
+        return channel.basic_publish(message, _publish_batch=self, **kwargs)
+
+    def add(self, name: str, *args: Any) -> None:
+        self.commands.append((name, *args))
 
 
 def register_task(app: Celery, name: str, func: Any, *, bind: bool = False) -> None:

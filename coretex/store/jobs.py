@@ -140,6 +140,7 @@ class JobStore:
         attempt: int | None = None,
         limits: Sequence[ActiveLimit] = (),
         along: Pipeline | None = None,
+        deliver: tuple[str, str] | None = None,
         **changes: Any,
     ) -> bool:
         """Move ``job_id`` to ``target`` with ``changes``; return False if it was already there.
@@ -150,11 +151,13 @@ class JobStore:
         ``limits`` (a move to DISPATCHED), the job joins those concurrency sets unless one is full,
         which refuses the move (:class:`ConcurrencyLimitError` naming the set). ``along``: commands
         queued by other stores, sent first in the same round trip (whatever the move's outcome).
+        ``deliver``: (broker list, message) pushed in the same atomic step when the move to
+        DISPATCHED applies, so the job is never DISPATCHED without its message or the reverse.
 
         Raise :class:`IllegalTransitionError` when the lifecycle forbids the move (for example a
         late result for a job that already timed out) and :class:`NotFoundError` for no job.
         """
-        keys, args = self._transition_call(job_id, target, note, attempt, limits, changes)
+        keys, args = self._transition_call(job_id, target, note, attempt, limits, changes, deliver)
         with redis_errors(f"move job {job_id} to {target}"):
             reply = _run_along(along, self._transition, keys=keys, args=args)
         return self._moved(job_id, target, attempt, limits, reply)
@@ -169,14 +172,16 @@ class JobStore:
         return lambda reply: self._moved(job_id, target, attempt, (), reply)
 
     def _transition_call(self, job_id: str, target: JobState, note: str, attempt: int | None,
-                         limits: Sequence[ActiveLimit], changes: dict[str, Any]) -> tuple[list[str], list[Any]]:
+                         limits: Sequence[ActiveLimit], changes: dict[str, Any],
+                         deliver: tuple[str, str] | None = None) -> tuple[list[str], list[Any]]:
         allowed = sorted(s.value for s in sources_of(target))
         extra = {k: _encode_value(k, v) for k, v in changes.items()}
-        keys = [self._key(job_id), self._events_key(job_id), self._undispatched, self._news]
+        queue, message = deliver if deliver is not None and target is JobState.DISPATCHED else ("", "")
+        keys = [self._key(job_id), self._events_key(job_id), self._undispatched, self._news, queue]
         args = [target.value, repr(time.time()), note, json.dumps(allowed), json.dumps(extra), HISTORY_MAXLEN,
                 "" if attempt is None else str(attempt),
                 json.dumps([[self._active_key(lim.scope), -1 if lim.limit is None else lim.limit]
-                            for lim in limits]) if limits else "", NEWS_MAXLEN]
+                            for lim in limits]) if limits else "", NEWS_MAXLEN, message]
         return keys, args
 
     def _moved(self, job_id: str, target: JobState, attempt: int | None, limits: Sequence[ActiveLimit],

@@ -19,6 +19,9 @@
 -- ARGV[8]  for a move to DISPATCHED: JSON array of [active set key, limit or -1] -- the concurrency
 --          sets the job joins (its tenant's, its actor's, its pool's); "" for any other move
 -- ARGV[9]  job news MAXLEN
+-- KEYS[5]  for a move to DISPATCHED on a Redis broker: the pool's queue (a list), and
+-- ARGV[10] the attempt's message, pushed onto it with the move: DISPATCHED then means "sent", so
+--          the job does not enter the undispatched set; "" (and any KEYS[5]) for every other move
 --
 -- Active sets (<ns>:active:tenant:<t>, <ns>:active:actor:<t>:<a>, <ns>:active:pool:<p>) hold job
 -- ids while DISPATCHED or RUNNING. The limit checks and the move are one step, so concurrent
@@ -83,7 +86,11 @@ elseif ARGV[1] ~= "RUNNING" and leaving and leaving ~= "" and leaving ~= "[]" th
   end
   redis.call("HSET", KEYS[1], "active_sets", "[]")
 end
-if ARGV[1] == "PENDING" or ARGV[1] == "SCHEDULED" or ARGV[1] == "DISPATCHED" then
+local sent = ARGV[1] == "DISPATCHED" and ARGV[10] ~= nil and ARGV[10] ~= ""
+if sent then
+  redis.call("LPUSH", KEYS[5], ARGV[10])
+end
+if not sent and (ARGV[1] == "PENDING" or ARGV[1] == "SCHEDULED" or ARGV[1] == "DISPATCHED") then
   redis.call("ZADD", KEYS[3], ARGV[2], job_id)
 else
   redis.call("ZREM", KEYS[3], job_id)
