@@ -1,9 +1,11 @@
 """Drive one submitted job through the pipeline and record how it ended.
 
 At-least-once: a redelivered submit packet for a job that already left SCHEDULED is ignored, so
-the pipeline's effects (DLQ entries, publishes) happen once per attempt. DISPATCHED is written
-before the message is sent; if the send fails the attempt fails (retryable) rather than leaving
-a job that claims to be dispatched but is not.
+the pipeline's effects (DLQ entries, publishes) happen once per attempt. When the broker is the
+Redis that holds the job, the move to DISPATCHED pushes the message itself (one Lua step). With a
+broker elsewhere, DISPATCHED is written before the message is sent; if the send fails the attempt
+fails (retryable) rather than leaving a job that claims to be dispatched but is not, and a sender
+that dies in between leaves the job in the undispatched set for the tick to send again.
 """
 
 from __future__ import annotations
