@@ -31,7 +31,6 @@ IDLE_CONSUMER_MS = 3_600_000
 """A reader with nothing pending and silent this long (a process that exited) is forgotten."""
 
 
-
 @dataclass(frozen=True)
 class News:
     entry_id: str
