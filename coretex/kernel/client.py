@@ -23,6 +23,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -61,6 +62,9 @@ _CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+
+ASK_AHEAD_THREADS = 8
+"""Checks sent ahead at once per process; more wait for a free thread (each call is ~1 ms)."""
 
 # grpc's classes are generic only in the type stubs, hence the string.
 _Request = safety_pb2.PolicyCheckRequest
@@ -136,6 +140,8 @@ class KernelClient:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._channel: grpc.Channel | None = None
+        self._askers: ThreadPoolExecutor | None = None
+        """Threads that make the Checks sent ahead (:meth:`check_ahead`), started on first use."""
         self._check: _Check | None = None
         self._methods: dict[str, _Check] = {}
         self._list: _List | None = None
@@ -149,6 +155,7 @@ class KernelClient:
         # and the parent's channel must be neither used nor closed (closing touches shared state).
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._askers = None
         self._channel = None
         self._check = None
         self._methods = {}
@@ -204,34 +211,39 @@ class KernelClient:
 
         Behind a circuit breaker: after repeated failures calls fail at once until a trial succeeds.
         """
-        return self.check_ahead(request)()
+        self.breaker.before_call(self.addr)
+        return self._checked(request)
 
     def check_ahead(
         self, request: safety_pb2.PolicyCheckRequest
     ) -> Callable[[], safety_pb2.PolicyCheckResponse]:
         """Send the Check for ``request`` now and return what waits for its answer (raising as
-        :meth:`check` does), so the caller can do other work while the kernel decides."""
+        :meth:`check` does), so the caller can do other work while the kernel decides. The call
+        is made by one of a few long-lived threads: a gRPC future would start a thread per call."""
         self.breaker.before_call(self.addr)
+        with self._lock:
+            if self._askers is None:
+                self._askers = ThreadPoolExecutor(ASK_AHEAD_THREADS, thread_name_prefix="kernel-ask")
+            askers = self._askers
+        pending = askers.submit(self._checked, request)
+        return pending.result
+
+    def _checked(self, request: safety_pb2.PolicyCheckRequest) -> safety_pb2.PolicyCheckResponse:
         try:
-            pending = self._callable().future(request, timeout=self.timeout_s, wait_for_ready=False)
+            call = self._callable()
+            response = call(request, timeout=self.timeout_s, wait_for_ready=False)
+        except grpc.RpcError as exc:
+            self.breaker.failed()
+            code = exc.code()
+            name = code.name if code is not None else "UNKNOWN"
+            raise KernelUnavailableError(
+                f"KERNEL_UNAVAILABLE: {self.addr}: {name}: {exc.details() or 'no details'}"
+            ) from exc
         except ValueError as exc:  # grpc raises ValueError for a channel closed under our feet
             self.breaker.failed()
             raise KernelUnavailableError(f"KERNEL_UNAVAILABLE: {self.addr}: {exc}") from exc
-
-        def answer() -> safety_pb2.PolicyCheckResponse:
-            try:
-                response = pending.result()
-            except grpc.RpcError as exc:
-                self.breaker.failed()
-                code = exc.code()
-                name = code.name if code is not None else "UNKNOWN"
-                raise KernelUnavailableError(
-                    f"KERNEL_UNAVAILABLE: {self.addr}: {name}: {exc.details() or 'no details'}"
-                ) from exc
-            self.breaker.succeeded()
-            return response
-
-        return answer
+        self.breaker.succeeded()
+        return response
 
     def evaluate(self, request: safety_pb2.PolicyCheckRequest) -> KernelAnswer:
         """The kernel's ``Evaluate`` answer (the decision point for the policy API)."""
@@ -277,6 +289,9 @@ class KernelClient:
         with self._lock:
             channel, self._channel, self._check = self._channel, None, None
             self._methods, self._list = {}, None
+            askers, self._askers = self._askers, None
+        if askers is not None:
+            askers.shutdown(wait=False)
         if channel is not None:
             channel.close()
 
