@@ -21,6 +21,7 @@ from workflow_support import TENANT, WorkflowStack, lines
 
 from coretex.agent.v1 import buspacket_pb2
 from coretex.engine.errors import ApprovalRefusedError, RunRefusedError
+from coretex.kernel.audit import DecisionAuditLog
 from coretex.model.job import JobState
 from coretex.model.schema import SchemaViolationError
 from coretex.services import Services
@@ -146,6 +147,10 @@ def test_diamond_runs_branches_in_parallel_and_joins(flow: Flow) -> None:
     job = flow.services.jobs.get(run.steps["top"].job_id)
     assert (job.run_id, job.step_id, job.decision, job.trace_id) == (run_id, "top", "ALLOW", run.trace_id)
     assert run_to_dict(flow.engine.replay(TENANT, run_id)) == run_to_dict(run)
+    # each step's job was checked by the kernel exactly once, its Check sent ahead of its record
+    job_ids = sorted(step.job_id for step in run.steps.values())
+    audit = DecisionAuditLog(flow.services.redis, flow.services.settings)
+    assert sorted(r.job_id for r in audit.read(2000) if r.job_id in job_ids) == job_ids
 
 
 def test_approval_step_approved_by_a_quorum_of_others(flow: Flow) -> None:
