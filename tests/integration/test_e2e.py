@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
+from config_support import config_with_pool
 
 from coretex.agent.v1 import buspacket_pb2
 from coretex.bus import EXECUTE_TASK, SERIALIZER
@@ -51,16 +50,6 @@ class Stack:
             raise
 
 
-def _config_with_idle_pool(target: Path) -> Path:
-    """The shipped config plus a pool nobody consumes, so dispatched messages stay on the broker."""
-    shutil.copytree(REPO / "config", target)
-    pools = yaml.safe_load((target / "pools.yaml").read_text())
-    pools["pools"]["idle"] = {"requires": []}
-    pools["topics"]["job.idle"] = "idle"
-    (target / "pools.yaml").write_text(yaml.safe_dump(pools))
-    return target
-
-
 def _env(redis_server: RedisServer, namespace: str, kernel_addr: str, config_dir: Path) -> dict[str, str]:
     return {
         "CORETEX_REDIS_URL": redis_server.url,
@@ -76,7 +65,8 @@ def _env(redis_server: RedisServer, namespace: str, kernel_addr: str, config_dir
 def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("e2e")
     kernel_addr = f"127.0.0.1:{free_port()}"
-    env = _env(redis_server, "e2e" + uuid.uuid4().hex[:8], kernel_addr, _config_with_idle_pool(tmp / "config"))
+    config_dir = config_with_pool(tmp / "config", "idle", "job.idle")  # a pool nobody consumes: messages stay queued
+    env = _env(redis_server, "e2e" + uuid.uuid4().hex[:8], kernel_addr, config_dir)
     processes = ProcessStack(env, tmp / "logs", cwd=REPO)
     processes.start("kernel", "kernel", "--listen", kernel_addr)
     processes.start("control", "control", "-c", "1")

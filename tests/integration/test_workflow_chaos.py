@@ -10,7 +10,6 @@ executed the expected number of times (counted in log files the handlers append 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import yaml
+from config_support import config_with_pool
 from workflow_support import TENANT, WorkflowStack, lines
 
 from coretex.errors import CoretexError, NotFoundError
@@ -164,15 +163,6 @@ class Chaos(WorkflowStack):
                         timeout=45, message=f"{name}'s first heartbeat")
 
 
-def _config(target: Path) -> Path:
-    shutil.copytree(REPO / "config", target)
-    pools = yaml.safe_load((target / "pools.yaml").read_text())
-    pools["pools"]["chaos"] = {"requires": []}
-    pools["topics"]["job.chaos.*"] = "chaos"
-    (target / "pools.yaml").write_text(yaml.safe_dump(pools))
-    return target
-
-
 @pytest.fixture(scope="module")
 def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
     tmp = tmp_path_factory.mktemp("chaos")
@@ -184,7 +174,7 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
         "CORETEX_NAMESPACE": "chaos" + uuid.uuid4().hex[:8],
         "CORETEX_KERNEL_ADDR": kernel_addr,
         "CORETEX_KERNEL_TIMEOUT": "2",
-        "CORETEX_CONFIG_DIR": str(_config(tmp / "config")),
+        "CORETEX_CONFIG_DIR": str(config_with_pool(tmp / "config", "chaos", "job.chaos.*")),
         "CORETEX_POLICIES_DIR": str(REPO / "policies"),
         "CORETEX_LEASE_S": str(LEASE_S),
         "PYTHONPATH": str(REPO),

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import pytest
 import yaml
+from config_support import config_with_pool
 from workflow_support import TENANT, WorkflowStack, lines
 
 from coretex.agent.v1 import buspacket_pb2
@@ -53,17 +54,6 @@ class Flow(WorkflowStack):
             raise
 
 
-
-
-def _config(target: Path) -> Path:
-    shutil.copytree(REPO / "config", target)
-    pools = yaml.safe_load((target / "pools.yaml").read_text())
-    pools["pools"]["flow"] = {"requires": []}
-    pools["topics"]["job.flow.*"] = "flow"
-    (target / "pools.yaml").write_text(yaml.safe_dump(pools))
-    return target
-
-
 def _policies(target: Path) -> Path:
     """The base bundle plus one that forbids some workflows, so a run start can be denied."""
     shutil.copytree(REPO / "policies", target)
@@ -94,7 +84,7 @@ def flow(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) ->
         "CORETEX_NAMESPACE": "wf" + uuid.uuid4().hex[:8],
         "CORETEX_KERNEL_ADDR": kernel_addr,
         "CORETEX_KERNEL_TIMEOUT": "2",
-        "CORETEX_CONFIG_DIR": str(_config(tmp / "config")),
+        "CORETEX_CONFIG_DIR": str(config_with_pool(tmp / "config", "flow", "job.flow.*")),
         "CORETEX_POLICIES_DIR": str(_policies(tmp / "policies")),
         "CORETEX_LEASE_S": "6",
         "PYTHONPATH": str(REPO),
