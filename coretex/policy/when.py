@@ -31,7 +31,6 @@ MAX_WHEN_CHARS = 4096
 """Longest accepted expression: keeps compile and evaluation time bounded."""
 
 
-
 class WhenExpressionError(PolicyError):
     """A ``when`` expression that does not compile; the message names bundle, rule and position."""
 

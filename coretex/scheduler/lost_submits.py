@@ -8,9 +8,11 @@ such job in ``<ns>:jobs:undispatched`` with the time it started waiting; the tic
 that have waited ``CORETEX_LOST_SUBMIT_S`` (20 s) with no timer that will move them (a hold or
 retry backoff). Dispatch is idempotent, so a packet that was only slow changes nothing.
 
-The same index covers the last gap: a job moved to DISPATCHED whose dispatcher died before its
-message was confirmed sent (the dispatcher takes the job out of the index right after the send).
-Its attempt is sent again, unchanged; at worst that is a duplicate delivery of one attempt.
+With a broker other than the Redis holding the job, the same index covers the last gap: a job
+moved to DISPATCHED whose dispatcher died before its message was confirmed sent (the dispatcher
+takes the job out of the index right after the send). Its attempt is sent again, unchanged; at
+worst that is a duplicate delivery of one attempt. (On the same Redis the move pushes the message
+itself, so no DISPATCHED job ever waits in the index.)
 """
 
 from __future__ import annotations

@@ -34,10 +34,14 @@ def apply_result(services: Services, result: job_pb2.JobResult, attempt: int | N
     if target is None or target is JobState.RUNNING:
         log.warning("job %s: ignoring result with status %s", result.job_id, result.status)
         return False
-    if target is JobState.SUCCEEDED and attempt is not None:
-        return record_success(services, result, attempt)
     if target is JobState.SUCCEEDED:
-        return _succeed(services, result, attempt)
+        if attempt is None:  # another CAP producer's result: it is the current attempt's
+            try:
+                attempt = services.jobs.get(result.job_id).attempts
+            except NotFoundError:
+                log.warning("job %s: result for an unknown job not applied", result.job_id)
+                return False
+        return record_success(services, result, attempt)
     if target is JobState.CANCELLED:
         return _settle(services, result, attempt, JobState.CANCELLED)
     outcome = fail_attempt(
@@ -45,15 +49,6 @@ def apply_result(services: Services, result: job_pb2.JobResult, attempt: int | N
         message=result.error_message, retryable=retryable, outcome=target,
     )
     return outcome is not None
-
-
-def _succeed(services: Services, result: job_pb2.JobResult, attempt: int | None) -> bool:
-    changed = _settle(services, result, attempt, JobState.SUCCEEDED)
-    if changed:
-        current = attempt if attempt is not None else services.jobs.get(result.job_id).attempts
-        services.timers.cancel(DEADLINE, result.job_id, current)
-        services.leases.release(result.job_id, current)
-    return changed
 
 
 def record_success(services: Services, result: job_pb2.JobResult, attempt: int,

@@ -138,9 +138,8 @@ class Worker:
             # expires: the attempt is retried (at-least-once), never half-recorded.
             record_success(services, result, attempt, along=finish)
             return result
-        else:
-            with redis_errors(f"finish job {request.job_id}"):
-                finish.execute()  # the result pointer exists before the JobResult naming it is sent
+        with redis_errors(f"finish job {request.job_id}"):
+            finish.execute()  # the result pointer exists before the JobResult naming it is sent
         reply = new_packet(sender_id=self.worker_id, trace_id=packet.trace_id, job_result=result)
         kind = "ok" if result.status == job_pb2.JOB_STATUS_SUCCEEDED else "retry" if outcome.retryable else "fatal"
         task_id = result_task_id(request.job_id, attempt, kind) if attempt is not None else None

@@ -41,7 +41,6 @@ TEMPLATE = re.compile(r"\$\{((?:[^}\"']|\"[^\"]*\"|'[^']*')*)\}")
 """``${ ... }``; braces inside quoted CEL strings do not end the template."""
 
 
-
 class ExpressionError(CoretexError):
     """An expression that does not compile or fails when evaluated; the message says where."""
 
