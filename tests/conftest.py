@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from coretex.services import Services
 from coretex.settings import Settings, load_settings
 from coretex.testing import RedisServer
 
@@ -39,3 +40,13 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_server.url)
     yield client
     client.close()
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    """This process's wiring (stores, kernel client, Celery app) on the test's namespace, closed after."""
+    svc = Services(settings)
+    yield svc
+    if "app" in svc.__dict__:
+        svc.app.close()
+    svc.close()

@@ -5,31 +5,18 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import pytest
+from job_support import scheduled_job
 
 from coretex.agent.v1 import job_pb2
 from coretex.bus import EXECUTE_TASK, packet_delivery, send_packet
-from coretex.model.job import JobMeta, JobRecord, JobState
+from coretex.model.job import JobState
 from coretex.protocol.envelope import new_packet
 from coretex.services import Services
-from coretex.settings import Settings
 from coretex.store.jobs import ActiveLimit, ConcurrencyLimitError
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def services(settings: Settings) -> Services:
-    return Services(settings)
-
-
-def _scheduled(services: Services) -> str:
-    now = time.time()
-    record = JobRecord(job_id=str(uuid.uuid4()), topic="job.echo", tenant_id="t1", state=JobState.PENDING,
-                       trace_id="tr", context_ptr="", created_at=now, updated_at=now, meta=JobMeta(tenant_id="t1"))
-    return services.jobs.create(record, accept_note="accepted")[0]
 
 
 def _undispatched(services: Services) -> list[str]:
@@ -55,7 +42,7 @@ def test_the_message_built_ahead_is_the_one_send_packet_queues(services: Service
 
 def test_the_move_to_dispatched_pushes_the_message_and_leaves_nothing_undispatched(services: Services) -> None:
     queue = f"{services.settings.namespace}:q"
-    job_id = _scheduled(services)
+    job_id = scheduled_job(services)
     assert job_id in _undispatched(services)
 
     assert services.jobs.transition(job_id, JobState.DISPATCHED, attempts=1, deliver=(queue, "message-1"))
@@ -68,7 +55,7 @@ def test_the_move_to_dispatched_pushes_the_message_and_leaves_nothing_undispatch
 
 def test_a_refused_move_queues_no_message(services: Services) -> None:
     queue = f"{services.settings.namespace}:q"
-    busy, waiting = _scheduled(services), _scheduled(services)
+    busy, waiting = scheduled_job(services), scheduled_job(services)
     full = [ActiveLimit("pool:echo", 1)]
     services.jobs.transition(busy, JobState.DISPATCHED, attempts=1, limits=full, deliver=(queue, "busy"))
 
@@ -81,7 +68,7 @@ def test_a_refused_move_queues_no_message(services: Services) -> None:
 
 
 def test_without_a_message_the_move_waits_in_the_undispatched_set(services: Services) -> None:
-    job_id = _scheduled(services)
+    job_id = scheduled_job(services)
     services.jobs.transition(job_id, JobState.DISPATCHED, attempts=1)  # a broker elsewhere: sent after
     assert job_id in _undispatched(services)
     services.jobs.forget_undispatched(job_id)

@@ -5,33 +5,17 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
 import pytest
+from job_support import scheduled_job
 
 from coretex.engine.listener import NewsListener, handle_news
 from coretex.errors import IllegalTransitionError
-from coretex.model.job import JobMeta, JobRecord, JobState
+from coretex.model.job import JobState
 from coretex.services import Services
-from coretex.settings import Settings
 from coretex.store.job_news import News
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def services(settings: Settings) -> Services:
-    return Services(settings)
-
-
-def _job(services: Services, run_id: str = "") -> str:
-    now = time.time()
-    record = JobRecord(job_id=str(uuid.uuid4()), topic="job.echo", tenant_id="t1", state=JobState.PENDING,
-                       trace_id="tr", context_ptr="", created_at=now, updated_at=now, meta=JobMeta(tenant_id="t1"),
-                       run_id=run_id, step_id="s1" if run_id else "")
-    job_id, created = services.jobs.create(record, accept_note="accepted")
-    assert created
-    return job_id
 
 
 def _announced(services: Services) -> list[str]:
@@ -44,7 +28,8 @@ def _to_running(services: Services, job_id: str) -> None:
 
 
 def test_only_a_runs_job_that_ends_or_waits_for_approval_is_announced(services: Services) -> None:
-    lone, step, waiting = _job(services), _job(services, run_id="r1"), _job(services, run_id="r1")
+    lone = scheduled_job(services)
+    step, waiting = scheduled_job(services, run_id="r1"), scheduled_job(services, run_id="r1")
     for job_id in (lone, step):
         _to_running(services, job_id)
     assert _announced(services) == []  # moves that leave the job active say nothing
@@ -57,7 +42,7 @@ def test_only_a_runs_job_that_ends_or_waits_for_approval_is_announced(services: 
 
 
 def test_news_of_a_success_names_its_run_and_result_pointer(services: Services) -> None:
-    step = _job(services, run_id="r9")
+    step = scheduled_job(services, run_id="r9")
     _to_running(services, step)
     pointer = services.pointers.put_result(step, "t1", {"v": 1})
     services.jobs.transition(step, JobState.SUCCEEDED, attempt=1, result_ptr=pointer.uri)
@@ -66,7 +51,7 @@ def test_news_of_a_success_names_its_run_and_result_pointer(services: Services) 
 
 
 def test_a_refused_move_announces_nothing(services: Services) -> None:
-    step = _job(services, run_id="r1")
+    step = scheduled_job(services, run_id="r1")
     _to_running(services, step)
     with pytest.raises(IllegalTransitionError, match="no longer on attempt"):
         services.jobs.transition(step, JobState.SUCCEEDED, attempt=7)  # a late result of another attempt
@@ -89,7 +74,7 @@ def test_a_listener_hands_each_ended_job_over_once_and_acknowledges_it(services:
     listener = NewsListener(lambda: services.job_news, handle)
     listener.start()
     try:
-        step = _job(services, run_id="r1")
+        step = scheduled_job(services, run_id="r1")
         _to_running(services, step)
         services.jobs.transition(step, JobState.SUCCEEDED, attempt=1)
         assert arrived.wait(5), "the listener never heard of the job"
@@ -100,7 +85,7 @@ def test_a_listener_hands_each_ended_job_over_once_and_acknowledges_it(services:
 
 
 def test_a_handler_failure_is_acknowledged_and_the_listener_goes_on(services: Services) -> None:
-    first, second = _job(services, run_id="r1"), _job(services, run_id="r1")
+    first, second = scheduled_job(services, run_id="r1"), scheduled_job(services, run_id="r1")
     heard: list[str] = []
 
     def handle(news: News) -> None:
@@ -117,7 +102,7 @@ def test_a_handler_failure_is_acknowledged_and_the_listener_goes_on(services: Se
 
 
 def test_news_a_dead_reader_took_is_claimed_again_and_handled_once(services: Services) -> None:
-    step = _job(services, run_id="r1")
+    step = scheduled_job(services, run_id="r1")
     services.jobs.transition(step, JobState.CANCELLED)
     taken = services.job_news.read("dead-reader", block_ms=100)  # ... and its process is killed here
     assert [news.job_id for news in taken] == [step]
@@ -134,6 +119,6 @@ def test_news_a_dead_reader_took_is_claimed_again_and_handled_once(services: Ser
 def test_news_survives_losing_its_group_and_stream(services: Services) -> None:
     services.job_news.ensure_group()
     services.redis.delete(services.job_news.key)  # Redis restarted empty, say
-    step = _job(services, run_id="r1")
+    step = scheduled_job(services, run_id="r1")
     services.jobs.transition(step, JobState.CANCELLED)  # announced before any group exists again
     assert [news.job_id for news in services.job_news.read("reader", block_ms=100)] == [step]

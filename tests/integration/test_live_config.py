@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from coretex.model.job import JobMeta
 from coretex.scheduler.submit import InputTooLargeError, SubmitRequest, submit_job
 from coretex.services import Services
-from coretex.settings import Settings
 from coretex.store.artifacts import ArtifactMetadata
 from coretex.testing import eventually
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def services(settings: Settings) -> Iterator[Services]:
-    svc = Services(settings)
-    yield svc
-    svc.app.close()
-    svc.close()
 
 
 def test_retention_ttls_come_from_the_effective_config_and_follow_overlays(services: Services) -> None:

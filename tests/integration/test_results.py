@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
+from job_support import scheduled_job
 
 from coretex.agent.v1 import job_pb2
-from coretex.model.job import JobMeta, JobRecord, JobState
+from coretex.model.job import JobState
 from coretex.scheduler.results import apply_result
 from coretex.services import Services
-from coretex.settings import Settings
 from coretex.store.timers import DEADLINE, Timer
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def services(settings: Settings) -> Services:
-    return Services(settings)
-
-
 def _running(services: Services) -> str:
     now = time.time()
-    record = JobRecord(job_id=str(uuid.uuid4()), topic="job.echo", tenant_id="t1", state=JobState.PENDING,
-                       trace_id="tr", context_ptr="", created_at=now, updated_at=now, meta=JobMeta(tenant_id="t1"))
-    job_id = services.jobs.create(record, accept_note="accepted")[0]
+    job_id = scheduled_job(services)
     services.jobs.transition(job_id, JobState.DISPATCHED, attempts=1)
     services.timers.schedule(Timer(DEADLINE, job_id, 1, now + 60))
     services.jobs.transition(job_id, JobState.RUNNING, attempt=1)

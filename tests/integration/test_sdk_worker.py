@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
@@ -19,14 +18,6 @@ from coretex.testing import run_handler
 pytestmark = pytest.mark.integration
 
 TOKEN = "ghp_" + "Ab3" * 12
-
-
-@pytest.fixture
-def services(settings: Settings) -> Iterator[Services]:
-    svc = Services(settings)
-    yield svc
-    svc.app.close()
-    svc.close()
 
 
 def _dispatched(services: Services, topic: str, payload: object) -> job_pb2.JobRequest:
